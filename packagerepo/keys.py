@@ -1,0 +1,91 @@
+"""Every Redis key this service writes, and how long each kind lives.
+
+Keys read ``<prefix>:<tenant>:<kind>:<id>``. Keys that belong to no tenant
+use ``-`` in the tenant position. Nothing else in the code base assembles a
+key by hand; nothing this service writes lives without a TTL or a bound.
+"""
+
+from __future__ import annotations
+
+import os
+
+PREFIX = os.environ.get("REDIS_KEY_PREFIX", "pr")
+GLOBAL = "-"
+
+# TTLs in seconds, one per kind.
+JOB_TTL = int(os.environ.get("JOB_TTL_SECONDS", str(7 * 24 * 3600)))
+"""How long a job record lives after it ends."""
+JOB_PENDING_TTL = 2 * 24 * 3600
+"""Upper bound for a job that never ends (queued or running) before it expires."""
+IDEMPOTENCY_TTL = 24 * 3600
+WORKFLOW_CACHE_TTL = int(os.environ.get("WORKFLOW_CACHE_TTL_SECONDS", "3600"))
+EVENT_LOG_TTL = JOB_TTL
+SERVER_REPORT_TTL = 24 * 3600
+JOB_INDEX_MAX = 10_000
+"""Most recent job ids kept per tenant in the listing index."""
+
+
+def _key(tenant: str, kind: str, ident: str = "") -> str:
+    if ident:
+        return f"{PREFIX}:{tenant}:{kind}:{ident}"
+    return f"{PREFIX}:{tenant}:{kind}"
+
+
+def job(tenant: str, job_id: str) -> str:
+    """The job record (a JSON string)."""
+    return _key(tenant, "job", job_id)
+
+
+def job_tenant(job_id: str) -> str:
+    """Which tenant owns a job id; lets a worker find the record from the id."""
+    return _key(GLOBAL, "job-tenant", job_id)
+
+
+def job_index(tenant: str) -> str:
+    """Sorted set of the tenant's job ids, scored by submission time."""
+    return _key(tenant, "jobs")
+
+
+def job_events(tenant: str, job_id: str) -> str:
+    """Pub/sub channel carrying a job's live events."""
+    return _key(tenant, "events", job_id)
+
+
+def job_event_log(tenant: str, job_id: str) -> str:
+    """List of a job's events so far, replayed to late SSE subscribers."""
+    return _key(tenant, "event-log", job_id)
+
+
+def job_lease(tenant: str, job_id: str) -> str:
+    """The running job's lease, renewed by its worker."""
+    return _key(tenant, "lease", job_id)
+
+
+def leased_jobs() -> str:
+    """Sorted set of ``tenant/job`` members scored by lease expiry."""
+    return _key(GLOBAL, "leases")
+
+
+def running_jobs(tenant: str) -> str:
+    """Set of the tenant's running job ids (the concurrency cap counts it)."""
+    return _key(tenant, "running")
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    """Idempotency-Key record: the job id and the body digest."""
+    return _key(tenant, "idempotency", key_digest)
+
+
+def workflow_cache(tenant: str, cache_digest: str) -> str:
+    """A validated workflow document in the second cache tier."""
+    return _key(tenant, "workflow", cache_digest)
+
+
+def server_report(worker_name: str) -> str:
+    """The ``server`` start-up workflow's report from one worker."""
+    return _key(GLOBAL, "server-report", worker_name)
+
+
+def rate_limit_prefix() -> str:
+    """Prefix handed to the rate-limit library for its own counters."""
+    return f"{PREFIX}-limits"
