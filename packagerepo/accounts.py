@@ -1,0 +1,233 @@
+"""User accounts, password hashes and JWTs.
+
+Users live as one JSON file each under ``DATA_DIR/users/`` with a bcrypt
+hash; files are written through a temporary file and a rename, so a crash
+never leaves half a user behind. Tokens are HS256 JWTs carrying ``sub``,
+``tenant``, ``scopes``, ``iat``, ``exp`` and ``iss``; decoding pins the
+algorithm and requires every one of those claims.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jwt
+
+from packagerepo.config import Settings
+from packagerepo.errors import AlreadyExists, InvalidRequest, Unauthorized
+
+log = logging.getLogger(__name__)
+
+SCOPES = ("read", "write", "admin")
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+REQUIRED_CLAIMS = ["sub", "tenant", "scopes", "iat", "exp", "iss"]
+BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
+# A hash to compare against when the user does not exist, so an unknown name
+# costs the same time as a wrong password.
+_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(4))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: a user in a tenant with scopes."""
+
+    username: str
+    tenant: str
+    scopes: tuple[str, ...]
+
+    def has_scope(self, scope: str) -> bool:
+        """True when the identity holds ``scope``; ``admin`` implies all."""
+        if scope == "none":
+            return True
+        return scope in self.scopes or "admin" in self.scopes
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "tenant": self.tenant,
+            "scopes": list(self.scopes),
+        }
+
+
+def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The scopes, checked against the known set."""
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise InvalidRequest(f"Scopes must be among {', '.join(SCOPES)}.")
+    return tuple(dict.fromkeys(scopes))
+
+
+def check_tenant(tenant: str) -> str:
+    """The tenant name, checked against the allowed pattern."""
+    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+        raise InvalidRequest("Tenant names match ^[a-z0-9][a-z0-9._-]{0,63}$.")
+    return tenant
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The signing secret: JWT_SECRET, or a per-DATA_DIR one in development.
+
+    Outside development the service refuses to start without JWT_SECRET.
+    """
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    if not settings.development:
+        raise RuntimeError("JWT_SECRET must be set outside development mode.")
+
+    path = settings.data_dir / ".dev-jwt-secret"
+    if not path.exists():
+        _write_atomically(path, secrets.token_hex(32).encode())
+    return path.read_text().strip()
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(handle, 0o600)
+        os.write(handle, content)
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+    os.replace(temporary, path)
+
+
+class Accounts:
+    """Users on disk and the tokens issued to them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.users_dir = settings.data_dir / "users"
+        self._secret = jwt_secret(settings)
+
+    def _user_path(self, username: str) -> Path:
+        if not USERNAME_PATTERN.match(username):
+            raise InvalidRequest("Usernames match ^[a-z0-9][a-z0-9._-]{0,63}$.")
+        return self.users_dir / f"{username}.json"
+
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        tenant: str,
+        scopes: list[str] | tuple[str, ...],
+        replace: bool = False,
+    ) -> Identity:
+        """Create (or with ``replace``, overwrite) a user."""
+        path = self._user_path(username)
+        if path.exists() and not replace:
+            raise AlreadyExists(f"User {username} already exists.")
+        if not password:
+            raise InvalidRequest("A password must not be empty.")
+
+        identity = Identity(username, check_tenant(tenant), check_scopes(scopes))
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
+        record = {**identity.to_dict(), "password_hash": hashed.decode()}
+        _write_atomically(path, json.dumps(record).encode())
+        log.info("User %s was saved in tenant %s.", username, tenant)
+        return identity
+
+    def authenticate(self, username: Any, password: Any) -> Identity:
+        """The identity of a user whose password matches, else Unauthorized."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise Unauthorized("Invalid username or password.")
+
+        record = self._read_user(username)
+        stored = record["password_hash"].encode() if record else _DUMMY_HASH
+        matches = bcrypt.checkpw(password.encode()[:72], stored)
+        if not record or not matches:
+            raise Unauthorized("Invalid username or password.")
+        return Identity(record["username"], record["tenant"], tuple(record["scopes"]))
+
+    def _read_user(self, username: str) -> dict[str, Any] | None:
+        try:
+            path = self._user_path(username)
+            return json.loads(path.read_text())
+        except (InvalidRequest, FileNotFoundError, ValueError):
+            return None
+
+    def issue_token(self, identity: Identity) -> tuple[str, int]:
+        """A signed token for ``identity`` and its lifetime in seconds."""
+        now = int(time.time())
+        ttl = self.settings.jwt_ttl_seconds
+        claims = {
+            "sub": identity.username,
+            "tenant": identity.tenant,
+            "scopes": list(identity.scopes),
+            "iat": now,
+            "exp": now + ttl,
+            "iss": self.settings.jwt_issuer,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256"), ttl
+
+    def decode_token(self, token: Any) -> Identity:
+        """The identity in a valid token; Unauthorized for anything else."""
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("A bearer token is required.")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                issuer=self.settings.jwt_issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.")
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is invalid.")
+        return _identity_from_claims(claims)
+
+    def ensure_admin(self) -> str | None:
+        """Seed the admin user; returns the password seeded in development."""
+        if self._read_user("admin"):
+            return None
+        if self.settings.admin_password:
+            self.add_user(
+                "admin",
+                self.settings.admin_password,
+                tenant="default",
+                scopes=["admin"],
+            )
+            return None
+        if self.settings.development:
+            self.add_user("admin", "admin", tenant="default", scopes=["admin"])
+            log.warning(
+                "DEVELOPMENT MODE: seeded user admin with password admin in "
+                "tenant default. Never run like this in production."
+            )
+            return "admin"
+        log.warning("No admin user exists and ADMIN_PASSWORD is not set.")
+        return None
+
+
+def _identity_from_claims(claims: dict[str, Any]) -> Identity:
+    scopes = claims.get("scopes")
+    tenant = claims.get("tenant")
+    subject = claims.get("sub")
+    valid = (
+        isinstance(scopes, list)
+        and all(scope in SCOPES for scope in scopes)
+        and isinstance(tenant, str)
+        and TENANT_PATTERN.match(tenant)
+        and isinstance(subject, str)
+    )
+    if not valid:
+        raise Unauthorized("The token's claims are invalid.")
+    return Identity(subject, tenant, tuple(scopes))

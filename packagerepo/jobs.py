@@ -1,0 +1,344 @@
+"""Job records in Redis: creation, atomic state transitions, events.
+
+A job is a Redis hash under ``keys.job(tenant, id)``; every field holds a JSON
+value. State changes that must not race (claim, finish, cancel) run as small
+Lua scripts, so a redelivered message, a reaper and a cancel request can
+never move a job backwards or out of a terminal state. Each event is appended
+to the job's event log and published on its channel in one script, with a
+sequence number, so SSE clients can replay and then follow without gaps.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from packagerepo import keys
+from packagerepo.errors import NotFound
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# queued -> running; bumps attempts, records the worker and leases the job.
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"queued"' then return status or false end
+redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
+           'worker', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return 'claimed'
+"""
+
+# running|queued -> a terminal state, with the given fields; sets the TTL.
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' and status ~= '"queued"' then return status or false end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
+return 'finished'
+"""
+
+# running -> queued again (lease lapsed); the reaper re-enqueues the message.
+_REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' then return status or false end
+redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
+return 'requeued'
+"""
+
+_EVENT = """
+local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
+return seq
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
+    return {name: json.dumps(value) for name, value in fields.items()}
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    return {name.decode(): json.loads(value) for name, value in raw.items()}
+
+
+def lease_member(tenant: str, job_id: str) -> str:
+    return f"{tenant}/{job_id}"
+
+
+class JobStore:
+    """Reads and changes job records for any tenant."""
+
+    def __init__(self, client: redis.Redis, *, lease_seconds: int = 30) -> None:
+        self.redis = client
+        self.lease_seconds = lease_seconds
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._requeue = client.register_script(_REQUEUE)
+        self._event = client.register_script(_EVENT)
+
+    def create(
+        self,
+        *,
+        tenant: str,
+        workflow: str,
+        digest: str,
+        input: Any,
+        submitted_by: str,
+        callback_url: str | None = None,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a new queued job and index it for the tenant."""
+        job_id = uuid.uuid4().hex
+        job = {
+            "id": job_id,
+            "tenant": tenant,
+            "workflow": workflow,
+            "digest": digest,
+            "status": JobStatus.QUEUED.value,
+            "created_at": now_iso(),
+            "started_at": None,
+            "finished_at": None,
+            "attempts": 0,
+            "input": input,
+            "result": None,
+            "error": None,
+            "progress": {"done": 0, "total": 0},
+            "nodes": [],
+            "submitted_by": submitted_by,
+            "callback_url": callback_url,
+            "deliveries": [],
+            "cancel_requested": False,
+            "worker": None,
+            "request_id": request_id,
+        }
+        key = keys.job(tenant, job_id)
+        index = keys.job_index(tenant)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping=_encode(job))
+            pipe.expire(key, keys.JOB_PENDING_TTL)
+            pipe.set(keys.job_tenant(job_id), tenant, ex=keys.JOB_PENDING_TTL)
+            pipe.zadd(index, {job_id: time.time()})
+            pipe.zremrangebyrank(index, 0, -keys.JOB_INDEX_MAX - 1)
+            pipe.expire(index, keys.JOB_TTL)
+            pipe.execute()
+        return job
+
+    def tenant_of(self, job_id: str) -> str | None:
+        """The tenant owning ``job_id``, or None when it is unknown."""
+        tenant = self.redis.get(keys.job_tenant(job_id))
+        return tenant.decode() if tenant else None
+
+    def get(self, tenant: str, job_id: str) -> dict[str, Any]:
+        """The job, or NotFound (also for another tenant's job id)."""
+        raw = self.redis.hgetall(keys.job(tenant, job_id))
+        if not raw:
+            raise NotFound(f"Job {job_id} was not found.")
+        return _decode(raw)
+
+    def field(self, tenant: str, job_id: str, name: str) -> Any:
+        raw = self.redis.hget(keys.job(tenant, job_id), name)
+        return json.loads(raw) if raw is not None else None
+
+    def status(self, tenant: str, job_id: str) -> JobStatus | None:
+        value = self.field(tenant, job_id, "status")
+        return JobStatus(value) if value else None
+
+    def claim(self, tenant: str, job_id: str, worker: str) -> bool:
+        """Move a queued job to running under this worker's lease."""
+        outcome = self._claim(
+            keys=[
+                keys.job(tenant, job_id),
+                keys.leased_jobs(),
+                keys.running_jobs(tenant),
+            ],
+            args=[
+                json.dumps(now_iso()),
+                json.dumps(worker),
+                time.time() + self.lease_seconds,
+                lease_member(tenant, job_id),
+                job_id,
+                keys.JOB_PENDING_TTL,
+            ],
+        )
+        return outcome == b"claimed"
+
+    def renew_lease(self, tenant: str, job_id: str) -> None:
+        """Push the lease's expiry forward; only while the job is leased."""
+        self.redis.zadd(
+            keys.leased_jobs(),
+            {lease_member(tenant, job_id): time.time() + self.lease_seconds},
+            xx=True,
+        )
+
+    def record_progress(
+        self, tenant: str, job_id: str, nodes: list[dict], progress: dict
+    ) -> None:
+        self.redis.hset(
+            keys.job(tenant, job_id),
+            mapping=_encode({"nodes": nodes, "progress": progress}),
+        )
+
+    def finish(
+        self, tenant: str, job_id: str, status: JobStatus, **fields: Any
+    ) -> bool:
+        """Move a queued or running job to a terminal state; False if it ended."""
+        fields = {"status": status.value, "finished_at": now_iso(), **fields}
+        pairs: list[str] = []
+        for name, value in _encode(fields).items():
+            pairs += [name, value]
+        outcome = self._finish(
+            keys=[
+                keys.job(tenant, job_id),
+                keys.leased_jobs(),
+                keys.running_jobs(tenant),
+                keys.job_tenant(job_id),
+            ],
+            args=[keys.JOB_TTL, lease_member(tenant, job_id), *pairs],
+        )
+        return outcome == b"finished"
+
+    def requeue(self, tenant: str, job_id: str) -> bool:
+        """Put a running job whose lease lapsed back to queued."""
+        outcome = self._requeue(
+            keys=[
+                keys.job(tenant, job_id),
+                keys.leased_jobs(),
+                keys.running_jobs(tenant),
+            ],
+            args=[lease_member(tenant, job_id)],
+        )
+        return outcome == b"requeued"
+
+    def request_cancel(self, tenant: str, job_id: str) -> str:
+        """Cancel a queued job now, or flag a running one to stop.
+
+        Returns ``cancelled`` (it will never run), ``cancelling`` (it stops
+        between nodes) or the terminal status it already had.
+        """
+        status = self.status(tenant, job_id)
+        if status is None:
+            raise NotFound(f"Job {job_id} was not found.")
+        if status.terminal:
+            return status.value
+
+        self.redis.hset(keys.job(tenant, job_id), "cancel_requested", "true")
+        if status is JobStatus.QUEUED and self.finish(
+            tenant,
+            job_id,
+            JobStatus.CANCELLED,
+            error={"code": "CANCELLED", "message": "The job was cancelled."},
+        ):
+            self.publish(tenant, job_id, "done", {"status": "cancelled"})
+            return JobStatus.CANCELLED.value
+        return "cancelling"
+
+    def cancel_requested(self, tenant: str, job_id: str) -> bool:
+        return bool(self.field(tenant, job_id, "cancel_requested"))
+
+    def expired_leases(self, limit: int = 100) -> list[tuple[str, str]]:
+        """(tenant, job id) pairs whose lease has lapsed."""
+        members = self.redis.zrangebyscore(
+            keys.leased_jobs(), 0, time.time(), start=0, num=limit
+        )
+        pairs = []
+        for member in members:
+            tenant, _, job_id = member.decode().partition("/")
+            pairs.append((tenant, job_id))
+        return pairs
+
+    def running_count(self, tenant: str) -> int:
+        return self.redis.scard(keys.running_jobs(tenant))
+
+    def publish(self, tenant: str, job_id: str, kind: str, payload: dict) -> int:
+        """Append an event to the job's log and publish it; returns its seq."""
+        event = json.dumps({"event": kind, "data": payload})
+        return self._event(
+            keys=[keys.job_event_log(tenant, job_id), keys.job_events(tenant, job_id)],
+            args=[event, keys.EVENT_LOG_TTL],
+        )
+
+    def events_since(
+        self, tenant: str, job_id: str, seq: int = 0
+    ) -> list[tuple[int, dict]]:
+        """Events with a sequence number above ``seq``, oldest first."""
+        raw = self.redis.lrange(keys.job_event_log(tenant, job_id), seq, -1)
+        return [(seq + i + 1, json.loads(item)) for i, item in enumerate(raw)]
+
+    def list(
+        self,
+        tenant: str,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        cursor: float | None = None,
+        limit: int = 20,
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """The tenant's jobs newest first, filtered, and the next cursor."""
+        upper = f"({cursor}" if cursor is not None else "+inf"
+        found: list[dict[str, Any]] = []
+        next_cursor: float | None = None
+        while len(found) < limit:
+            batch = self.redis.zrevrangebyscore(
+                keys.job_index(tenant),
+                upper,
+                "-inf",
+                start=0,
+                num=limit * 2,
+                withscores=True,
+            )
+            if not batch:
+                next_cursor = None
+                break
+            for job_id, score in batch:
+                upper = f"({score}"
+                job = self._summary(tenant, job_id.decode())
+                if job and _matches(job, status, workflow):
+                    found.append(job)
+                    next_cursor = score
+                    if len(found) == limit:
+                        break
+        return found, next_cursor if len(found) == limit else None
+
+    def _summary(self, tenant: str, job_id: str) -> dict[str, Any] | None:
+        names = ["id", "workflow", "status", "created_at", "finished_at", "progress"]
+        values = self.redis.hmget(keys.job(tenant, job_id), names)
+        if values[0] is None:
+            return None
+        return {n: json.loads(v) for n, v in zip(names, values, strict=True) if v}
+
+
+def _matches(job: dict[str, Any], status: str | None, workflow: str | None) -> bool:
+    if status and job.get("status") != status:
+        return False
+    return not (workflow and job.get("workflow") != workflow)
