@@ -164,6 +164,17 @@ class QueueUnavailable(PackageRepoError):
     status = 503
 
 
+class ExpressionFailed(PackageRepoError):
+    """Raised when a ``{{ … }}`` expression is refused, too big, slow or fails.
+
+    ``code`` is EXPRESSION_ERROR, EXPRESSION_SYNTAX, EXPRESSION_FORBIDDEN,
+    EXPRESSION_TOO_LARGE or EXPRESSION_TIMEOUT.
+    """
+
+    code = "EXPRESSION_ERROR"
+    status = 500
+
+
 class NodeFailed(PackageRepoError):
     """Raised by a node implementation when its step fails.
 

@@ -13,12 +13,30 @@ Implementations never import Celery; whatever outside world they need
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from packagerepo.errors import NodeFailed
+
 Item = dict[str, Any]
 """One JSON object flowing between nodes."""
+
+SLEEP_SLICE_SECONDS = 0.05
+"""How long ``NodeCall.sleep`` dozes between checks for cancel and deadline."""
+
+
+class Cancelled(Exception):
+    """Raised inside a node when its job was cancelled; the engine stops the run.
+
+    Deliberately not a ``PackageRepoError``: it is a signal, never a node error.
+    """
+
+
+def _never_cancelled() -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,35 @@ class NodeCall:
     execution: Execution
     services: Any
     evaluate: Callable[[Any, Item | None], Any]
+    deadline: float = math.inf
+    """``time.monotonic()`` value by which the node must have finished."""
+    deadline_code: str = "NODE_TIMEOUT"
+    """The error code raised when ``deadline`` passes."""
+    is_cancelled: Callable[[], bool] = _never_cancelled
+
+    def check_deadline(self) -> None:
+        """Raise ``NodeFailed`` when the node's time is up.
+
+        Nodes that loop over many items or wait call this between steps; the
+        engine enforces the same deadline around every node anyway.
+        """
+        if time.monotonic() >= self.deadline:
+            raise NodeFailed(
+                f"Node {self.name!r} ran past its time limit.",
+                code=self.deadline_code,
+            )
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep in short slices, stopping early on cancel or deadline."""
+        wake_at = time.monotonic() + max(0.0, seconds)
+        while True:
+            if self.is_cancelled():
+                raise Cancelled(f"Node {self.name!r} was cancelled while waiting.")
+            self.check_deadline()
+            remaining = wake_at - time.monotonic()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, SLEEP_SLICE_SECONDS))
 
     @property
     def items(self) -> list[Item]:
