@@ -1,0 +1,55 @@
+"""The HTTP API: a Flask app factory and one blueprint per resource.
+
+May import the loader, the repository package, the service core
+(``packagerepo``) and the worker's task *signatures* only (never the engine).
+
+``services()`` returns the process's ``packagerepo.services.Services``
+(settings, redis, accounts, jobs, artifacts, registry, catalog, cache).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app
+
+from packagerepo.config import Settings
+from packagerepo.services import Services
+
+log = logging.getLogger(__name__)
+
+JSON_BODY_LIMIT_DEFAULT = 1024 * 1024
+
+
+def create_app(
+    settings: Settings | None = None, services: Services | None = None
+) -> Flask:
+    """Build the API for ``settings`` (read from the environment by default)."""
+    settings = settings or Settings.from_env()
+    services = services or Services(settings)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["packagerepo"] = services
+
+    from api import errors, requests
+
+    errors.install(app)
+    requests.install(app)
+    _register_blueprints(app)
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from api.auth import auth_bp
+    from api.health import health_bp
+    from api.jobs import jobs_bp
+
+    for blueprint in (auth_bp, health_bp, jobs_bp):
+        app.register_blueprint(blueprint)
+
+
+def services() -> Services:
+    """The services of the app handling the current request."""
+    return current_app.extensions["packagerepo"]

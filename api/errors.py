@@ -1,0 +1,72 @@
+"""The one place where exceptions become HTTP responses.
+
+Every error, Flask's own 404/405/413/415 included, leaves as the envelope
+``{"ok": false, "error": {"code", "message", "details"?}}``; never an HTML
+page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kombu.exceptions
+import redis
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from packagerepo.errors import PackageRepoError, QueueUnavailable, RateLimited
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    411: "LENGTH_REQUIRED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+def error_response(error: PackageRepoError) -> Response:
+    response = jsonify({"ok": False, "error": error.to_dict()})
+    response.status_code = error.status
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _from_http(exception: HTTPException) -> Response:
+    status = exception.code or 500
+    code = HTTP_CODES.get(status, "HTTP_ERROR")
+    message = exception.description or exception.name
+    response = error_response(PackageRepoError(message, code=code, status=status))
+    allowed = getattr(exception, "valid_methods", None)
+    if allowed:
+        response.headers["Allow"] = ", ".join(allowed)
+    return response
+
+
+def _from_redis(exception: Exception) -> Response:
+    log.error("Redis is unreachable: %s", exception)
+    return error_response(
+        QueueUnavailable("The job queue is unavailable; try again shortly.")
+    )
+
+
+def _from_unexpected(exception: Exception) -> Response:
+    log.exception("An unexpected error escaped a request handler.")
+    return error_response(PackageRepoError("An internal error occurred."))
+
+
+def install(app: Flask) -> None:
+    """Register the handlers on ``app``."""
+    app.register_error_handler(PackageRepoError, error_response)
+    app.register_error_handler(HTTPException, _from_http)
+    app.register_error_handler(redis.ConnectionError, _from_redis)
+    app.register_error_handler(redis.TimeoutError, _from_redis)
+    app.register_error_handler(kombu.exceptions.OperationalError, _from_redis)
+    app.register_error_handler(Exception, _from_unexpected)

@@ -1,0 +1,70 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, jsonify
+
+from api import services
+from packagerepo import keys
+from worker.celery_app import celery_app
+
+health_bp = Blueprint("health", __name__)
+
+
+@health_bp.get("/health")
+def health():
+    return jsonify({"ok": True, "status": "alive"})
+
+
+@health_bp.get("/health/ready")
+def ready():
+    """Ready when Redis answers, storage is writable and a worker is up."""
+    state = services()
+    checks = {
+        "redis": _check_redis(state),
+        "storage": _check_storage(state),
+        "workers": _check_workers(state),
+    }
+    ready_now = all(check["ok"] for check in checks.values())
+    response = jsonify({"ok": ready_now, "checks": checks})
+    response.status_code = 200 if ready_now else 503
+    return response
+
+
+def _check_redis(state) -> dict:
+    try:
+        state.redis.ping()
+        return {"ok": True}
+    except Exception as error:
+        return {"ok": False, "message": f"Redis is unreachable: {type(error).__name__}"}
+
+
+def _check_storage(state) -> dict:
+    data_dir = state.settings.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".ready-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        return {"ok": True}
+    except OSError as error:
+        return {"ok": False, "message": f"Storage is not writable: {error.strerror}"}
+
+
+def _check_workers(state) -> dict:
+    """Workers publish the report of their start-up `server` workflow."""
+    try:
+        names = list(state.redis.scan_iter(keys.server_report("*"), count=100))
+        reports = [json.loads(raw) for raw in state.redis.mget(names) if raw]
+    except Exception:
+        reports = []
+    if reports:
+        return {"ok": True, "count": len(reports), "reports": reports}
+
+    try:
+        replies = celery_app.control.ping(timeout=0.5)
+    except Exception:
+        replies = []
+    return {"ok": bool(replies), "count": len(replies)}

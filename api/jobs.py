@@ -1,0 +1,275 @@
+"""Executing workflows and following their jobs: submit, poll, list,
+cancel, and server-sent events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+
+from api import services
+from api.auth import check_scope, require_scope, resolve_identity
+from api.requests import json_body
+from packagerepo import keys
+from packagerepo.errors import (
+    InvalidRequest,
+    NotFound,
+    PackageRepoError,
+    QueueUnavailable,
+)
+from packagerepo.jobs import JobStatus
+from worker.celery_app import celery_app, enqueue_job
+
+jobs_bp = Blueprint("jobs", __name__)
+
+ANONYMOUS_TENANT = "public"
+"""Tenant of jobs run without a token (only workflows whose scope is none)."""
+SSE_HEARTBEAT_SECONDS = 15.0
+PUBLIC_FIELDS = (
+    "id", "tenant", "workflow", "status", "created_at", "started_at",
+    "finished_at", "attempts", "progress", "nodes", "result", "error",
+    "submitted_by", "callback_url", "deliveries",
+)  # fmt: skip
+
+
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as clients see it, with links."""
+    view = {name: job.get(name) for name in PUBLIC_FIELDS}
+    base = f"/v1/jobs/{job['id']}"
+    view["links"] = {
+        "self": base,
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel",
+    }
+    return view
+
+
+def _wait_seconds() -> float:
+    raw = request.args.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise InvalidRequest("wait must be a number of seconds.")
+    if not 0 <= seconds <= services().settings.max_wait_seconds:
+        limit = services().settings.max_wait_seconds
+        raise InvalidRequest(f"wait must be between 0 and {limit} seconds.")
+    return seconds
+
+
+@jobs_bp.post("/v1/workflows/<name>/execute")
+def execute(name: str):
+    state = services()
+    identity = resolve_identity(required=False)
+    tenant = identity.tenant if identity else ANONYMOUS_TENANT
+    wait = _wait_seconds()
+    workflow_input = json_body(default={})
+
+    document, _source = state.catalog.read(tenant, name)
+    check_scope(identity, _required_scope(document))
+    state.rate_limits.hit(state.settings.tenant_submit_rate, "submit", tenant)
+    validated = state.cache.validated(tenant, document)
+    validated.report.raise_for_errors()
+
+    job = state.jobs.create(
+        tenant=tenant,
+        workflow=name,
+        digest=validated.digest,
+        input=workflow_input,
+        submitted_by=identity.username if identity else "anonymous",
+        request_id=g.get("request_id"),
+    )
+    _enqueue(tenant, job["id"])
+
+    if wait > 0 and _wait_for_end(tenant, job["id"], wait):
+        return _finished_response(state.jobs.get(tenant, job["id"]))
+    response = jsonify({"ok": True, "job": job_view(job)})
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/jobs/{job['id']}"
+    return response
+
+
+def _required_scope(document: dict[str, Any]) -> str:
+    settings = document.get("settings")
+    scope = settings.get("scope") if isinstance(settings, dict) else None
+    return scope if scope in {"none", "read", "write", "admin"} else "read"
+
+
+def _enqueue(tenant: str, job_id: str) -> None:
+    try:
+        enqueue_job(celery_app, job_id)
+    except Exception:
+        unavailable = QueueUnavailable("The job queue is unavailable; try again.")
+        # When Redis is down too, the record cannot be written; it expires.
+        with contextlib.suppress(Exception):
+            services().jobs.finish(
+                tenant, job_id, JobStatus.FAILED, error=unavailable.to_dict()
+            )
+        raise unavailable
+
+
+def _wait_for_end(tenant: str, job_id: str, timeout: float) -> bool:
+    """Block until the job ends or ``timeout`` passes; True if it ended."""
+    state = services()
+    pubsub = state.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_events(tenant, job_id))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = state.jobs.status(tenant, job_id)
+            if status is None or status.terminal:
+                return status is not None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            message = pubsub.get_message(timeout=min(remaining, 1.0))
+            if message and b'"event": "done"' in message["data"]:
+                return True
+    finally:
+        pubsub.close()
+
+
+def _finished_response(job: dict[str, Any]) -> Response:
+    if job["status"] == JobStatus.SUCCEEDED:
+        return jsonify({"ok": True, "result": job["result"], "job": job_view(job)})
+
+    error = job.get("error") or {"code": "WORKFLOW_ERROR", "message": "Failed."}
+    status = error.get("status") if isinstance(error.get("status"), int) else 500
+    if job["status"] == JobStatus.CANCELLED:
+        status = 409
+    response = jsonify({"ok": False, "error": error, "job": job_view(job)})
+    response.status_code = status
+    return response
+
+
+def _caller_tenant() -> str:
+    """The tenant whose jobs the caller may read."""
+    identity = resolve_identity(required=False)
+    if identity is None:
+        return ANONYMOUS_TENANT
+    check_scope(identity, "read")
+    return identity.tenant
+
+
+@jobs_bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str):
+    job = services().jobs.get(_caller_tenant(), _checked_id(job_id))
+    return jsonify({"ok": True, "job": job_view(job)})
+
+
+@jobs_bp.get("/v1/jobs")
+@require_scope("read")
+def list_jobs():
+    status = request.args.get("status")
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise InvalidRequest("status must be one of the job states.")
+    try:
+        limit = int(request.args.get("limit", "20"))
+        cursor = request.args.get("cursor")
+        cursor_score = float(cursor) if cursor else None
+    except ValueError:
+        raise InvalidRequest("limit and cursor must be numbers.")
+    if not 1 <= limit <= 100:
+        raise InvalidRequest("limit must be between 1 and 100.")
+
+    found, next_cursor = services().jobs.list(
+        g.identity.tenant,
+        status=status,
+        workflow=request.args.get("workflow"),
+        cursor=cursor_score,
+        limit=limit,
+    )
+    return jsonify(
+        {
+            "ok": True,
+            "jobs": found,
+            "next_cursor": repr(next_cursor) if next_cursor is not None else None,
+        }
+    )
+
+
+@jobs_bp.post("/v1/jobs/<job_id>/cancel")
+@require_scope("write")
+def cancel_job(job_id: str):
+    tenant = g.identity.tenant
+    outcome = services().jobs.request_cancel(tenant, _checked_id(job_id))
+    if outcome in {s.value for s in JobStatus if s.terminal} and outcome != "cancelled":
+        raise PackageRepoError(
+            f"Job {job_id} has already ended {outcome}.",
+            code="JOB_ALREADY_ENDED",
+            status=409,
+        )
+    job = services().jobs.get(tenant, job_id)
+    return jsonify({"ok": True, "outcome": outcome, "job": job_view(job)})
+
+
+@jobs_bp.get("/v1/jobs/<job_id>/events")
+def job_events(job_id: str):
+    tenant = _caller_tenant()
+    job_id = _checked_id(job_id)
+    services().jobs.get(tenant, job_id)  # 404 before the stream starts
+    try:
+        last_seen = int(request.headers.get("Last-Event-ID", "0"))
+    except ValueError:
+        last_seen = 0
+
+    stream = stream_with_context(_event_stream(tenant, job_id, last_seen))
+    response = Response(stream, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
+    """Replay the job's events after ``last_seen``, then follow until done."""
+    state = services()
+    pubsub = state.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.job_events(tenant, job_id))
+    try:
+        for seq, event in state.jobs.events_since(tenant, job_id, last_seen):
+            last_seen = seq
+            yield _sse(seq, event)
+            if event["event"] == "done":
+                return
+        yield from _follow(pubsub, tenant, job_id, last_seen)
+    finally:
+        pubsub.close()
+
+
+def _follow(pubsub: Any, tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
+    state = services()
+    while True:
+        message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
+        if message is None:
+            status = state.jobs.status(tenant, job_id)
+            if status is None or status.terminal:
+                yield _sse(last_seen + 1, {"event": "done", "data": {"status": status}})
+                return
+            yield ": keep-alive\n\n"
+            continue
+
+        seq_text, _, raw = message["data"].decode().partition(" ")
+        seq = int(seq_text)
+        if seq <= last_seen:
+            continue
+        last_seen = seq
+        event = json.loads(raw)
+        yield _sse(seq, event)
+        if event["event"] == "done":
+            return
+
+
+def _sse(seq: int, event: dict[str, Any]) -> str:
+    data = json.dumps(event["data"])
+    return f"id: {seq}\nevent: {event['event']}\ndata: {data}\n\n"
+
+
+def _checked_id(job_id: str) -> str:
+    if len(job_id) != 32 or not all(c in "0123456789abcdef" for c in job_id):
+        raise NotFound(f"Job {job_id[:64]} was not found.")
+    return job_id

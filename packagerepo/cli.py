@@ -1,0 +1,109 @@
+"""The ``packagerepo`` command: run the stack or its parts, manage users,
+validate workflow files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from packagerepo.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validate"]:
+        from loader.cli import validate_command
+
+        return validate_command(argv[1:])
+
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "handler"):
+        parser.print_help()
+        return 2
+    return arguments.handler(arguments)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="packagerepo", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", help="start redis, workers and the API")
+    run.set_defaults(handler=_run)
+
+    api = commands.add_parser("api", help="serve the API under gunicorn")
+    api.add_argument("--bind", default=None, help="host:port (default 127.0.0.1:PORT)")
+    api.add_argument("--workers", type=int, default=None)
+    api.set_defaults(handler=_api)
+
+    worker = commands.add_parser("worker", help="run one Celery worker")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--name", default=None, help="Celery node name")
+    worker.set_defaults(handler=_worker)
+
+    user = commands.add_parser("user", help="manage users")
+    user_commands = user.add_subparsers(title="user commands")
+    add = user_commands.add_parser("add", help="create a user")
+    add.add_argument("username")
+    add.add_argument("--tenant", required=True)
+    add.add_argument("--scopes", default="read")
+    add.add_argument(
+        "--password-env",
+        default="PACKAGEREPO_PASSWORD",
+        help="environment variable holding the password (else prompted)",
+    )
+    add.add_argument("--replace", action="store_true")
+    add.set_defaults(handler=_user_add)
+
+    commands.add_parser("validate", help="validate workflow files (see --help)")
+    return parser
+
+
+def _run(_arguments: argparse.Namespace) -> int:
+    from packagerepo.stack import run_stack
+
+    return run_stack()
+
+
+def _api(arguments: argparse.Namespace) -> int:
+    from packagerepo.stack import gunicorn_command
+
+    command = gunicorn_command(bind=arguments.bind, workers=arguments.workers)
+    os.execvp(command[0], command)
+    return 1  # not reached
+
+
+def _worker(arguments: argparse.Namespace) -> int:
+    from packagerepo.stack import worker_command
+
+    command = worker_command(arguments.concurrency, arguments.name)
+    os.execvp(command[0], command)
+    return 1  # not reached
+
+
+def _user_add(arguments: argparse.Namespace) -> int:
+    import getpass
+
+    from packagerepo.accounts import Accounts
+    from packagerepo.errors import PackageRepoError
+
+    password = os.environ.get(arguments.password_env) or getpass.getpass()
+    scopes = [scope.strip() for scope in arguments.scopes.split(",") if scope.strip()]
+    try:
+        identity = Accounts(Settings.from_env()).add_user(
+            arguments.username,
+            password,
+            tenant=arguments.tenant,
+            scopes=scopes,
+            replace=arguments.replace,
+        )
+    except PackageRepoError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return 1
+    print(f"User {identity.username} can now log in to tenant {identity.tenant}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

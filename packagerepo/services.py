@@ -1,0 +1,81 @@
+"""The outside world the API, the workers and node implementations share.
+
+One ``Services`` object per process holds the settings, the Redis client,
+accounts, the artifact store, the node registry, the workflow catalog and
+the validation cache. Parts that import heavier packages are built on first
+use, so a process only pays for what it touches.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+
+from packagerepo.accounts import Accounts
+from packagerepo.config import Settings
+from packagerepo.jobs import JobStore
+from packagerepo.ratelimit import RateLimits
+
+if TYPE_CHECKING:
+    from loader import Catalog, WorkflowCache
+    from loader.registry import NodeRegistry
+    from repository.storage import ArtifactStore
+
+BUNDLED_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client that fails fast when Redis is down instead of hanging."""
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=1.0,
+        socket_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+class Services:
+    """Everything with state or I/O that the rest of the code reaches for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis_client(settings.redis_url)
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        return Accounts(self.settings)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.redis, lease_seconds=self.settings.lease_seconds)
+
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(self.settings.redis_url)
+
+    @cached_property
+    def registry(self) -> NodeRegistry:
+        from loader.registry import load_registry
+
+        return load_registry()
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        from loader import Catalog
+
+        return Catalog(BUNDLED_WORKFLOWS, self.settings.data_dir)
+
+    @cached_property
+    def cache(self) -> WorkflowCache:
+        from loader import WorkflowCache
+
+        return WorkflowCache(self.redis, self.registry)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from repository.storage import ArtifactStore
+
+        return ArtifactStore(self.settings.data_dir)

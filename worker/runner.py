@@ -1,0 +1,179 @@
+"""The task wrapper: one job from claim to terminal state.
+
+This is the one place where exceptions become job errors. The runner claims
+the job (a redelivered message for a job that ended or runs elsewhere does
+nothing), holds a lease that a background thread renews, runs the engine,
+records every node and ends the job in exactly one terminal state.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from packagerepo.config import Settings
+from packagerepo.errors import PackageRepoError
+from packagerepo.jobs import JobStatus
+from packagerepo.logs import log_context
+from packagerepo.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    """Renews a job's lease every third of its length until stopped."""
+
+    def __init__(self, services: Services, tenant: str, job_id: str) -> None:
+        self._jobs = services.jobs
+        self._tenant = tenant
+        self._job_id = job_id
+        self._stop = threading.Event()
+        self._interval = max(0.2, services.settings.lease_seconds / 3)
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._jobs.renew_lease(self._tenant, self._job_id)
+            except Exception:
+                log.warning("Renewing the lease of job %s failed.", self._job_id)
+
+
+class JobRunner:
+    """Runs jobs for one worker process."""
+
+    def __init__(self, services: Services, worker_name: str) -> None:
+        self.services = services
+        self.worker_name = worker_name
+
+    def run(self, job_id: str) -> None:
+        jobs = self.services.jobs
+        tenant = jobs.tenant_of(job_id)
+        if tenant is None:
+            log.warning("Job %s is unknown or expired; its message is dropped.", job_id)
+            return
+
+        with log_context(tenant=tenant, job=job_id):
+            if not jobs.claim(tenant, job_id, self.worker_name):
+                log.info("Job %s has ended or runs elsewhere; nothing to do.", job_id)
+                return
+            self._run_claimed(tenant, job_id)
+
+    def _run_claimed(self, tenant: str, job_id: str) -> None:
+        jobs = self.services.jobs
+        job = jobs.get(tenant, job_id)
+        jobs.publish(tenant, job_id, "status", {"status": "running"})
+        log.info("Job %s started workflow %s.", job_id, job["workflow"])
+
+        with (
+            LeaseKeeper(self.services, tenant, job_id),
+            log_context(workflow=job["workflow"]),
+        ):
+            status, fields = self._execute(job)
+
+        if jobs.finish(tenant, job_id, status, **fields):
+            jobs.publish(tenant, job_id, "done", {"status": status.value})
+            log.info("Job %s ended %s.", job_id, status.value)
+        else:
+            log.info("Job %s had already ended; its outcome is discarded.", job_id)
+
+    def _execute(self, job: dict[str, Any]) -> tuple[JobStatus, dict[str, Any]]:
+        """Run the workflow; every exception becomes the job's error here."""
+        try:
+            outcome = self._run_engine(job)
+        except PackageRepoError as error:
+            log.warning("Job %s failed: %s", job["id"], error.message)
+            return JobStatus.FAILED, {"error": error.to_dict()}
+        except Exception:
+            log.exception("Job %s failed with an unexpected error.", job["id"])
+            error = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
+            return JobStatus.FAILED, {"error": error}
+
+        fields = {
+            "result": outcome.result,
+            "error": outcome.error,
+            "nodes": outcome.nodes,
+            "progress": outcome.progress,
+        }
+        return JobStatus(outcome.status), fields
+
+    def _run_engine(self, job: dict[str, Any]) -> Any:
+        from worker.engine import run_workflow
+        from worker.nodes.base import Execution
+
+        tenant, job_id = job["tenant"], job["id"]
+        document = self._workflow(job)
+        observer = JobObserver(self.services, tenant, job_id)
+        execution = Execution(job_id=job_id, tenant=tenant, input=job["input"])
+        return run_workflow(
+            document,
+            execution,
+            registry=self.services.registry,
+            services=self.services,
+            observer=observer,
+            is_cancelled=lambda: self.services.jobs.cancel_requested(tenant, job_id),
+        )
+
+    def _workflow(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The validated document: from the cache by digest, else the file."""
+        tenant = job["tenant"]
+        cached = self.services.cache.fetch(tenant, job["digest"])
+        if cached is not None:
+            return cached.document
+
+        log.info("Workflow %s was not cached; loading its file.", job["workflow"])
+        document, _source = self.services.catalog.read(tenant, job["workflow"])
+        validated = self.services.cache.validated(tenant, document)
+        validated.report.raise_for_errors()
+        return validated.document
+
+
+class JobObserver:
+    """Writes node records and progress to the job as the engine reports them."""
+
+    def __init__(self, services: Services, tenant: str, job_id: str) -> None:
+        self._jobs = services.jobs
+        self._tenant = tenant
+        self._job_id = job_id
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._progress: dict[str, int] = {"done": 0, "total": 0}
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "progress":
+            self._progress = payload
+            return
+        if kind != "node":
+            return
+
+        self._nodes[payload["name"]] = payload
+        if payload.get("status") == "running":
+            return
+        with log_context(node=payload["name"]):
+            log.info("Node %s ended %s.", payload["name"], payload.get("status"))
+        self._jobs.record_progress(
+            self._tenant, self._job_id, list(self._nodes.values()), self._progress
+        )
+        self._jobs.publish(self._tenant, self._job_id, "node", payload)
+
+
+_runner: JobRunner | None = None
+
+
+def current_runner() -> JobRunner:
+    """This process's runner, built on first use (after Celery forks)."""
+    global _runner
+    if _runner is None:
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        _runner = JobRunner(Services(Settings.from_env()), name)
+    return _runner
