@@ -242,6 +242,15 @@ class ArtifactStore:
     def exists(self, tenant: str, coordinate: Coordinate) -> bool:
         return self._record_path(tenant, coordinate).is_file()
 
+    def refuse_existing(self, tenant: str, coordinate: Coordinate) -> None:
+        """``AlreadyExists`` when the coordinate is published.
+
+        A cheap early answer before an upload is read; only ``publish``
+        decides atomically.
+        """
+        if self.exists(tenant, coordinate):
+            raise AlreadyExists(f"The artifact {coordinate} is already published.")
+
     def record(self, tenant: str, coordinate: Coordinate) -> dict[str, Any]:
         """The coordinate's metadata record, or ``NotFound``."""
         try:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+# Cheap hashes: these tests check behaviour, not bcrypt's cost.
+os.environ.setdefault("BCRYPT_ROUNDS", "4")
+
+from packagerepo.accounts import Identity
+from packagerepo.config import Settings
+from packagerepo.services import Services
 from repository.coordinates import Coordinate
 from repository.storage import ArtifactStore
 
@@ -52,3 +60,59 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        jwt_secret="repository-tests-secret-" + "s" * 32,
+        max_upload_bytes=8 * 1024 * 1024,
+        # Nothing in these tests talks to Redis; a closed port fails fast.
+        redis_url="redis://127.0.0.1:1/0",
+    )
+
+
+@pytest.fixture
+def services(settings: Settings) -> Services:
+    return Services(settings)
+
+
+def build_app(services: Services):
+    """The lead's app, with the artifact blueprint until create_app has it."""
+    from api import create_app
+    from api.artifacts import artifacts_bp
+
+    app = create_app(services.settings, services)
+    if "artifacts" not in app.blueprints:
+        app.register_blueprint(artifacts_bp)
+    return app
+
+
+@pytest.fixture
+def app(services: Services):
+    return build_app(services)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def anonymous_app(services: Services):
+    settings = replace(services.settings, allow_anon_read=True)
+    return build_app(Services(settings))
+
+
+@pytest.fixture
+def token(services: Services):
+    """A bearer header for a user of ``tenant`` holding ``scopes``."""
+
+    def issue(tenant: str = TENANT, *scopes: str) -> dict[str, str]:
+        identity = Identity("tester", tenant, scopes or ("read", "write"))
+        value, _ = services.accounts.issue_token(identity)
+        return {"Authorization": f"Bearer {value}"}
+
+    return issue

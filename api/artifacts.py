@@ -1,0 +1,210 @@
+"""The direct artifact endpoints: publish, download, latest and versions.
+
+Every operation is one call into ``repository.storage.ArtifactStore``, the
+same call the workflow nodes make, so the endpoints and the bundled
+workflows answer alike.
+
+Uploads never go through ``request.data``: the body is read from the WSGI
+input in 1 MiB chunks straight into a temporary file, so memory stays flat
+whatever the size. Flask's ``MAX_CONTENT_LENGTH`` guards JSON bodies only;
+this route enforces ``MAX_UPLOAD_BYTES`` itself, on ``Content-Length`` up
+front and while streaming (which covers chunked bodies).
+
+Reads need the ``read`` scope. With ``ALLOW_ANON_READ`` a caller without a
+token may read too; such a caller reads the tenant named in ``X-Tenant-ID``,
+or ``default``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request, send_file
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import RequestRedirect
+from werkzeug.wsgi import get_input_stream
+
+from api.auth import check_scope, require_scope, resolve_identity
+from packagerepo.accounts import Identity, check_tenant
+from packagerepo.errors import (
+    BlobTooLarge,
+    CoordinateInvalid,
+    DigestMismatch,
+    InvalidRequest,
+)
+from repository.coordinates import Coordinate
+from repository.storage import normalise_digest
+
+log = logging.getLogger(__name__)
+
+artifacts_bp = Blueprint("artifacts", __name__)
+
+BLOB_ROUTE = "/v1/<namespace>/<name>/<version>/<variant>/blob"
+ANONYMOUS_TENANT = "default"
+ARTIFACT_SUFFIXES = ("/blob", "/latest", "/versions")
+CONTENT_DIGEST_PATTERN = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
+
+
+def _services():
+    from api import services
+
+    return services()
+
+
+def blob_url(coordinate: Coordinate) -> str:
+    """Where the blob of ``coordinate`` is downloaded from."""
+    return (
+        f"/v1/{coordinate.namespace}/{coordinate.name}/"
+        f"{coordinate.version}/{coordinate.variant}/blob"
+    )
+
+
+def _reader() -> Identity | None:
+    """The caller of a read route; anonymous only when ALLOW_ANON_READ is on."""
+    anonymous_allowed = _services().settings.allow_anon_read
+    identity = resolve_identity(required=not anonymous_allowed)
+    if identity is not None or not anonymous_allowed:
+        check_scope(identity, "read")
+    return identity
+
+
+def _reader_tenant() -> str:
+    identity = _reader()
+    if identity is not None:
+        return identity.tenant
+    return check_tenant(request.headers.get("X-Tenant-ID", ANONYMOUS_TENANT))
+
+
+def declared_digest(headers: Any) -> str | None:
+    """The digest a client declared in ``Content-Digest`` or ``X-Checksum-Sha256``.
+
+    ``Content-Digest`` follows RFC 9530 (``sha-256=:<base64>:``); other
+    algorithms in it are ignored. Two declarations that disagree are refused.
+    """
+    declared = set()
+    checksum = headers.get("X-Checksum-Sha256")
+    if checksum:
+        declared.add(normalise_digest(checksum))
+
+    content_digest = headers.get("Content-Digest", "")
+    match = CONTENT_DIGEST_PATTERN.search(content_digest)
+    if match:
+        try:
+            raw = base64.b64decode(match.group(1), validate=True)
+        except binascii.Error:
+            raise InvalidRequest("Content-Digest is not valid base64.")
+        if len(raw) != 32:
+            raise InvalidRequest("Content-Digest's sha-256 must be 32 bytes.")
+        declared.add(f"sha256:{raw.hex()}")
+
+    if len(declared) > 1:
+        raise DigestMismatch("Content-Digest and X-Checksum-Sha256 disagree.")
+    return declared.pop() if declared else None
+
+
+def _upload_stream(max_bytes: int):
+    """The request body as a stream, refusing what is certainly too large."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise BlobTooLarge(f"The blob is larger than {max_bytes} bytes.")
+    if length is None and not request.environ.get("wsgi.input_terminated"):
+        raise InvalidRequest(
+            "A Content-Length or a chunked body is required.",
+            code="LENGTH_REQUIRED",
+            status=411,
+        )
+
+    # Flask's own limit is for JSON bodies; this route counts bytes itself.
+    return get_input_stream(request.environ, max_content_length=None)
+
+
+@artifacts_bp.route(BLOB_ROUTE, methods=["PUT", "POST"])
+@require_scope("write")
+def publish_blob(namespace: str, name: str, version: str, variant: str):
+    services = _services()
+    identity: Identity = g.identity
+    coordinate = Coordinate.parse(namespace, name, version, variant)
+    expected = declared_digest(request.headers)
+    store = services.artifacts
+
+    # Refused before the body is read; the atomic refusal is in publish().
+    store.refuse_existing(identity.tenant, coordinate)
+
+    max_bytes = services.settings.max_upload_bytes
+    digest, _ = store.put_blob(
+        identity.tenant,
+        _upload_stream(max_bytes),
+        declared_digest=expected,
+        max_bytes=max_bytes,
+    )
+    record = store.publish(
+        identity.tenant, coordinate, digest, created_by=identity.username
+    )
+
+    response = jsonify({"ok": True, **record, "download_url": blob_url(coordinate)})
+    response.status_code = 201
+    response.headers["Location"] = blob_url(coordinate)
+    return response
+
+
+@artifacts_bp.get(BLOB_ROUTE)
+def download_blob(namespace: str, name: str, version: str, variant: str):
+    tenant = _reader_tenant()
+    coordinate = Coordinate.parse(namespace, name, version, variant)
+    record, path = _services().artifacts.locate_blob(tenant, coordinate)
+
+    response = send_file(
+        path,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=f"{coordinate.name}-{coordinate.version}-{coordinate.variant}",
+        conditional=True,
+        etag=record["digest"],
+        max_age=None,
+    )
+    hex_digest = record["digest"].removeprefix("sha256:")
+    response.headers["X-Checksum-Sha256"] = hex_digest
+    encoded = base64.b64encode(bytes.fromhex(hex_digest)).decode()
+    response.headers["Content-Digest"] = f"sha-256=:{encoded}:"
+    return response
+
+
+@artifacts_bp.get("/v1/<namespace>/<name>/latest")
+def latest(namespace: str, name: str):
+    answer = _services().artifacts.latest(
+        _reader_tenant(),
+        namespace,
+        name,
+        include_prerelease=_flag(request.args.get("prerelease")),
+    )
+    return jsonify({"ok": True, **answer})
+
+
+@artifacts_bp.get("/v1/<namespace>/<name>/versions")
+def versions(namespace: str, name: str):
+    answer = _services().artifacts.version_list(_reader_tenant(), namespace, name)
+    return jsonify({"ok": True, **answer})
+
+
+@artifacts_bp.before_app_request
+def refuse_malformed_coordinates() -> None:
+    """Artifact paths with extra or encoded slashes are validation errors.
+
+    The routes above match single segments, so ``/v1/acme/..%2f..%2fetc/...``
+    matches none of them; without this hook it would be a plain 404, which
+    hides that the path itself was refused. An empty segment (``%2F`` at the
+    start of one) would otherwise be redirected to a merged path.
+    """
+    if not isinstance(request.routing_exception, NotFound | RequestRedirect):
+        return
+    path = request.path
+    if path.startswith("/v1/") and path.endswith(ARTIFACT_SUFFIXES):
+        raise CoordinateInvalid("An artifact path has exactly the documented segments.")
+
+
+def _flag(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in {"1", "true", "yes", "on"}

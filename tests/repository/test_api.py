@@ -1,0 +1,273 @@
+"""The direct artifact endpoints through Flask's test client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from .conftest import TENANT, tree_snapshot
+
+BLOB = "/v1/acme/tool/{version}/default/blob"
+
+
+def a_wheel() -> Path:
+    """A real package file from the test environment."""
+    import pip
+
+    wheels = sorted(Path(pip.__file__).parent.rglob("*.whl"))
+    if wheels:
+        return wheels[0]
+    return Path(pip.__file__)
+
+
+def fetch(client, path: str, headers: dict | None = None):
+    """GET ``path``, read the whole body and close the streamed file."""
+    response = client.get(path, headers=headers)
+    response.get_data()
+    response.close()
+    return response
+
+
+def upload(client, version: str, content: bytes, headers: dict, **extra):
+    return client.put(
+        BLOB.format(version=version),
+        data=content,
+        headers=headers,
+        content_type="application/octet-stream",
+        **extra,
+    )
+
+
+def test_a_real_package_file_publishes_and_downloads_byte_identical(client, token):
+    content = a_wheel().read_bytes()
+    digest = "sha256:" + hashlib.sha256(content).hexdigest()
+
+    published = upload(client, "1.0.0", content, token())
+    downloaded = fetch(client, BLOB.format(version="1.0.0"), headers=token())
+
+    assert published.status_code == 201
+    assert published.json["ok"] is True
+    assert published.json["digest"] == digest
+    assert published.json["size"] == len(content)
+    assert published.headers["Location"] == BLOB.format(version="1.0.0")
+    assert downloaded.status_code == 200
+    assert downloaded.data == content
+    assert downloaded.headers["Content-Length"] == str(len(content))
+    assert downloaded.headers["ETag"] == f'"{digest}"'
+
+
+def test_post_publishes_like_put(client, token):
+    response = client.post(BLOB.format(version="2.0.0"), data=b"x", headers=token())
+
+    assert response.status_code == 201
+
+
+def test_a_download_with_the_current_etag_is_not_modified(client, token):
+    upload(client, "1.0.0", b"content", token())
+    etag = fetch(client, BLOB.format(version="1.0.0"), headers=token()).headers["ETag"]
+
+    again = fetch(
+        client, BLOB.format(version="1.0.0"), headers={**token(), "If-None-Match": etag}
+    )
+
+    assert again.status_code == 304
+    assert again.data == b""
+
+
+def test_publishing_an_existing_coordinate_is_a_conflict(client, token):
+    upload(client, "1.0.0", b"first", token())
+
+    response = upload(client, "1.0.0", b"second", token())
+
+    assert response.status_code == 409
+    assert response.json["error"]["code"] == "ALREADY_EXISTS"
+    assert fetch(client, BLOB.format(version="1.0.0"), headers=token()).data == b"first"
+
+
+@pytest.mark.parametrize("header", ["X-Checksum-Sha256", "Content-Digest"])
+def test_a_declared_digest_is_verified(client, token, data_dir, header):
+    wrong = hashlib.sha256(b"something else").digest()
+    value = wrong.hex()
+    if header == "Content-Digest":
+        value = f"sha-256=:{base64.b64encode(wrong).decode()}:"
+    before = tree_snapshot(data_dir)
+
+    response = upload(client, "1.0.0", b"payload", {**token(), header: value})
+
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "DIGEST_MISMATCH"
+    assert tree_snapshot(data_dir) == before
+
+
+def test_a_matching_content_digest_is_accepted(client, token):
+    encoded = base64.b64encode(hashlib.sha256(b"payload").digest()).decode()
+    headers = {**token(), "Content-Digest": f"sha-256=:{encoded}:"}
+
+    assert upload(client, "1.0.0", b"payload", headers).status_code == 201
+
+
+def test_a_body_over_the_limit_is_refused_and_leaves_nothing(client, token, data_dir):
+    before = tree_snapshot(data_dir)
+
+    response = upload(client, "1.0.0", b"x" * (8 * 1024 * 1024 + 1), token())
+
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "BLOB_TOO_LARGE"
+    assert tree_snapshot(data_dir) == before
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
+    client, token, data_dir
+):
+    before = tree_snapshot(data_dir)
+
+    response = client.put(
+        BLOB.format(version="1.0.0"),
+        input_stream=io.BytesIO(b"x" * (8 * 1024 * 1024 + 1)),
+        headers={**token(), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "BLOB_TOO_LARGE"
+    assert tree_snapshot(data_dir) == before
+
+
+def test_a_chunked_body_within_the_limit_is_stored(client, token):
+    response = client.put(
+        BLOB.format(version="1.0.0"),
+        input_stream=io.BytesIO(b"chunked content"),
+        headers={**token(), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 201
+    assert response.json["size"] == len(b"chunked content")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/acme/%2e%2e/1.0.0/default/blob",
+        "/v1/%2e%2e/tool/1.0.0/default/blob",
+        "/v1/acme/tool/1.0.0/%2e%2e/blob",
+        "/v1/acme/..%2f..%2f..%2fetc/1.0.0/default/blob",
+        "/v1/acme/tool/..%2f..%2f1.0.0/default/blob",
+        "/v1/acme/tool/../../../../etc/blob",
+        "/v1/acme/tool%00/1.0.0/default/blob",
+        "/v1/acme/..%5c..%5cwindows/1.0.0/default/blob",
+        "/v1/acme/%E2%80%A4%E2%80%A4/1.0.0/default/blob",
+        "/v1/acme/%EF%BC%8E%EF%BC%8E/1.0.0/default/blob",
+        "/v1/%2Fetc/tool/1.0.0/default/blob",
+        "/v1/acme/" + "x" * 300 + "/1.0.0/default/blob",
+        "/v1/acme/tool/v1/default/blob",
+    ],
+)
+def test_traversal_attempts_are_validation_errors_and_change_nothing(
+    client, token, data_dir, path
+):
+    outside = data_dir.parent
+    before = tree_snapshot(outside)
+
+    put = client.put(path, data=b"evil", headers=token())
+    get = fetch(client, path, headers=token())
+
+    assert (put.status_code, get.status_code) == (400, 400)
+    assert put.json["error"]["code"] == "VALIDATION_ERROR"
+    assert tree_snapshot(outside) == before
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/%2e%2e/tool/latest", "/v1/acme/..%2f..%2fx/versions"]
+)
+def test_traversal_in_package_routes_is_a_validation_error(client, token, path):
+    assert fetch(client, path, headers=token()).status_code == 400
+
+
+def test_versions_and_latest_follow_semver(client, token):
+    for version in ["1.9.0", "1.10.0", "1.10.0-rc.1"]:
+        upload(client, version, version.encode(), token())
+
+    versions = fetch(client, "/v1/acme/tool/versions", headers=token())
+    latest = fetch(client, "/v1/acme/tool/latest", headers=token())
+    with_pre = fetch(client, "/v1/acme/tool/latest?prerelease=true", headers=token())
+
+    assert versions.json == {
+        "ok": True,
+        "namespace": "acme",
+        "name": "tool",
+        "versions": ["1.9.0", "1.10.0-rc.1", "1.10.0"],
+    }
+    assert latest.json["version"] == "1.10.0"
+    assert with_pre.json["version"] == "1.10.0"
+
+
+def test_latest_of_prereleases_only_is_not_found_unless_asked_for(client, token):
+    upload(client, "2.0.0-rc.1", b"a", token())
+
+    plain = fetch(client, "/v1/acme/tool/latest", headers=token())
+    asked = fetch(client, "/v1/acme/tool/latest?prerelease=true", headers=token())
+
+    assert plain.status_code == 404
+    assert plain.json["error"]["code"] == "NOT_FOUND"
+    assert asked.json["version"] == "2.0.0-rc.1"
+
+
+def test_names_are_normalised_in_urls(client, token):
+    upload(client, "1.0.0", b"x", token())
+
+    response = fetch(client, "/v1/ACME/Tool/versions", headers=token())
+
+    assert response.json["versions"] == ["1.0.0"]
+
+
+def test_publishing_needs_the_write_scope(client, token):
+    response = upload(client, "1.0.0", b"x", token(TENANT, "read"))
+
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "FORBIDDEN"
+
+
+def test_reading_needs_a_token_unless_anonymous_reads_are_allowed(
+    client, token, anonymous_app
+):
+    upload(client, "1.0.0", b"x", token("default"))
+
+    assert fetch(client, "/v1/acme/tool/versions").status_code == 401
+    anonymous = anonymous_app.test_client()
+    assert fetch(anonymous, "/v1/acme/tool/versions").json["versions"] == ["1.0.0"]
+    assert fetch(anonymous, BLOB.format(version="1.0.0")).data == b"x"
+    assert anonymous.put(BLOB.format(version="2.0.0"), data=b"y").status_code == 401
+
+
+def test_a_tenant_cannot_read_list_or_overwrite_another_tenants_artifacts(
+    client, token
+):
+    alpha, beta = token("alpha"), token("beta")
+    upload(client, "1.0.0", b"alpha's", alpha)
+
+    assert fetch(client, BLOB.format(version="1.0.0"), headers=beta).status_code == 404
+    assert fetch(client, "/v1/acme/tool/versions", headers=beta).status_code == 404
+    assert fetch(client, "/v1/acme/tool/latest", headers=beta).status_code == 404
+    assert upload(client, "1.0.0", b"beta's", beta).status_code == 201
+    assert fetch(client, BLOB.format(version="1.0.0"), headers=alpha).data == b"alpha's"
+
+
+def test_a_tenant_header_for_another_tenant_is_refused(client, token):
+    headers = {**token("alpha"), "X-Tenant-ID": "beta"}
+
+    response = fetch(client, "/v1/acme/tool/versions", headers=headers)
+
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "TENANT_MISMATCH"
+
+
+def test_a_missing_artifact_is_not_found(client, token):
+    response = fetch(client, BLOB.format(version="9.9.9"), headers=token())
+
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "NOT_FOUND"
