@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 
+from celery import Celery
 from flask import Flask, current_app
 
 from packagerepo.config import Settings
 from packagerepo.services import Services
+from worker.celery_app import make_celery
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["packagerepo"] = services
+    app.extensions["celery"] = make_celery(settings)
 
     from api import errors, requests
 
@@ -53,3 +56,8 @@ def _register_blueprints(app: Flask) -> None:
 def services() -> Services:
     """The services of the app handling the current request."""
     return current_app.extensions["packagerepo"]
+
+
+def celery() -> Celery:
+    """The Celery app bound to this API's settings (used to send tasks only)."""
+    return current_app.extensions["celery"]

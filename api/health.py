@@ -6,9 +6,8 @@ import json
 
 from flask import Blueprint, jsonify
 
-from api import services
+from api import celery, services
 from packagerepo import keys
-from worker.celery_app import celery_app
 
 health_bp = Blueprint("health", __name__)
 
@@ -64,7 +63,7 @@ def _check_workers(state) -> dict:
         return {"ok": True, "count": len(reports), "reports": reports}
 
     try:
-        replies = celery_app.control.ping(timeout=0.5)
+        replies = celery().control.ping(timeout=0.5)
     except Exception:
         replies = []
     return {"ok": bool(replies), "count": len(replies)}

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from api import services
+from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
 from api.requests import json_body
 from packagerepo import keys
@@ -22,7 +22,7 @@ from packagerepo.errors import (
     QueueUnavailable,
 )
 from packagerepo.jobs import JobStatus
-from worker.celery_app import celery_app, enqueue_job
+from worker.celery_app import enqueue_job
 
 jobs_bp = Blueprint("jobs", __name__)
 
@@ -102,7 +102,7 @@ def _required_scope(document: dict[str, Any]) -> str:
 
 def _enqueue(tenant: str, job_id: str) -> None:
     try:
-        enqueue_job(celery_app, job_id)
+        enqueue_job(celery(), job_id)
     except Exception:
         unavailable = QueueUnavailable("The job queue is unavailable; try again.")
         # When Redis is down too, the record cannot be written; it expires.

@@ -1,0 +1,204 @@
+"""Fixtures shared by the whole suite: a real redis-server on a free port, a
+real Celery worker process, the API app and logged-in clients.
+
+Integration tests never use a fake Redis or Celery's eager mode.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+# Cheap hashes: the tests check behaviour, not bcrypt's cost.
+os.environ.setdefault("BCRYPT_ROUNDS", "4")
+os.environ.setdefault("PACKAGEREPO_ENV", "development")
+
+from packagerepo.config import Settings
+from packagerepo.stack import redis_command, wait_for_redis, worker_command
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "test-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server process owned by the tests."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = redis_command(self.port, self.directory)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_for_redis(self.url)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment the API and workers of a test stack share."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(data_dir),
+        "JWT_SECRET": JWT_SECRET,
+        "PACKAGEREPO_ENV": "development",
+        "BCRYPT_ROUNDS": "4",
+        "LEASE_SECONDS": "3",
+        "TENANT_SUBMIT_RATE": "1000/second",
+        "LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT),
+        **extra,
+    }
+
+
+class WorkerProcess:
+    """A real Celery worker process (``packagerepo worker``)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            worker_command(1, self.name),
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, client: redis.Redis, timeout: float = 30.0) -> None:
+        """Ready once its Celery consumer has registered on the broker."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log_path.exists() and b"ready." in self.log_path.read_bytes():
+                return
+            if self.process and self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(self.log_path.read_text(errors="replace")[-4000:])
+
+    def stop(self, sig: int = 15) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_server: RedisServer, data_root: Path) -> dict[str, str]:
+    return service_env(redis_server.url, data_root)
+
+
+@pytest.fixture(scope="session")
+def worker(
+    stack_env: dict[str, str], redis_server: RedisServer, data_root: Path
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(stack_env, data_root / "worker.log")
+    process.start()
+    process.wait_ready(redis_server.client())
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    os.environ.update(stack_env)
+    try:
+        return Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings):
+    from api import create_app
+
+    application = create_app(settings)
+    application.config["TESTING"] = True
+    return application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def make_user(app):
+    """Create a user in a tenant and return a bearer header for them."""
+    from api import create_app  # noqa: F401  (app fixture builds services)
+
+    services = app.extensions["packagerepo"]
+
+    def create(tenant: str, scopes: tuple[str, ...] = ("read", "write")) -> dict:
+        username = f"u-{uuid.uuid4().hex[:10]}"
+        identity = services.accounts.add_user(
+            username, "pw-" + username, tenant=tenant, scopes=list(scopes)
+        )
+        token, _ = services.accounts.issue_token(identity)
+        return {"Authorization": f"Bearer {token}"}
+
+    return create
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A fresh tenant per test, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def auth(make_user, tenant: str) -> dict:
+    return make_user(tenant)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests import the project from the checkout, even without an install.
+    sys.path.insert(0, str(ROOT))
