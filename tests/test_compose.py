@@ -1,0 +1,80 @@
+"""docker-compose.yml and the Dockerfile, checked by reading them (no engine
+runs on these machines)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from packagerepo.cli import _parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_stack_has_redis_api_worker_and_flower(compose):
+    assert {"redis", "api", "worker", "flower"} <= set(compose["services"])
+
+
+def test_worker_can_be_scaled(compose):
+    worker = compose["services"]["worker"]
+
+    # A fixed container name or host port would make --scale worker=4 fail.
+    assert "container_name" not in worker
+    assert "ports" not in worker
+
+
+def test_api_and_workers_share_redis_and_data(compose):
+    services = compose["services"]
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["DATA_DIR"] == "/data"
+        assert any(v.startswith("artifact-data:") for v in services[name]["volumes"])
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert set(compose["volumes"]) >= {"artifact-data", "redis-data"}
+
+
+def test_services_refuse_to_start_without_a_jwt_secret(compose):
+    for name in ("api", "worker"):
+        secret = compose["services"][name]["environment"]["JWT_SECRET"]
+        assert re.fullmatch(r"\$\{JWT_SECRET:\?.+\}", secret)
+        assert (
+            compose["services"][name]["environment"]["PACKAGEREPO_ENV"] == "production"
+        )
+
+
+def test_redis_persists_with_append_only_file(compose):
+    assert "--appendonly" in compose["services"]["redis"]["command"]
+
+
+def test_flower_is_behind_a_profile_on_the_same_broker(compose):
+    flower = compose["services"]["flower"]
+
+    assert flower["profiles"] == ["monitoring"]
+    assert flower["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+
+
+@pytest.mark.parametrize("service", ["api", "worker"])
+def test_commands_are_real_cli_subcommands(compose, service):
+    command = compose["services"][service]["command"]
+
+    assert command[0] == "packagerepo"
+    _parser().parse_args(command[1:])  # exits on an unknown subcommand
+
+
+def test_dockerfile_copies_only_paths_that_exist():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY (.+)$", dockerfile, re.MULTILINE)
+
+    assert copies
+    for line in copies:
+        for source in line.split()[:-1]:
+            assert (ROOT / source).exists(), source
