@@ -55,14 +55,6 @@ def _services():
     return services()
 
 
-def blob_url(coordinate: Coordinate) -> str:
-    """Where the blob of ``coordinate`` is downloaded from."""
-    return (
-        f"/v1/{coordinate.namespace}/{coordinate.name}/"
-        f"{coordinate.version}/{coordinate.variant}/blob"
-    )
-
-
 def _reader() -> Identity | None:
     """The caller of a read route; anonymous only when ALLOW_ANON_READ is on."""
     anonymous_allowed = _services().settings.allow_anon_read
@@ -145,9 +137,9 @@ def publish_blob(namespace: str, name: str, version: str, variant: str):
         identity.tenant, coordinate, digest, created_by=identity.username
     )
 
-    response = jsonify({"ok": True, **record, "download_url": blob_url(coordinate)})
+    response = jsonify({"ok": True, **record, "download_url": coordinate.download_url})
     response.status_code = 201
-    response.headers["Location"] = blob_url(coordinate)
+    response.headers["Location"] = coordinate.download_url
     return response
 
 

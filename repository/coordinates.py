@@ -141,5 +141,10 @@ class Coordinate:
             "variant": self.variant,
         }
 
+    @property
+    def download_url(self) -> str:
+        """The path of this artifact's blob on the direct endpoints."""
+        return f"/v1/{self}/blob"
+
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}/{self.version}/{self.variant}"
