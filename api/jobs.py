@@ -4,6 +4,7 @@ cancel, and server-sent events."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -14,15 +15,15 @@ from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
 from api.requests import json_body
-from packagerepo import keys
+from packagerepo import keys, webhooks
 from packagerepo.errors import (
     InvalidRequest,
     NotFound,
     PackageRepoError,
     QueueUnavailable,
 )
-from packagerepo.jobs import JobStatus
-from worker.celery_app import enqueue_job
+from packagerepo.jobs import JobStatus, new_job_id
+from worker.celery_app import enqueue_job, send_webhook
 
 jobs_bp = Blueprint("jobs", __name__)
 
@@ -73,8 +74,14 @@ def execute(name: str):
     document, _source = state.catalog.read(tenant, name)
     check_scope(identity, _required_scope(document))
     state.rate_limits.hit(state.settings.tenant_submit_rate, "submit", tenant)
+    callback_url = _callback_url()
     validated = state.cache.validated(tenant, document)
     validated.report.raise_for_errors()
+
+    job_id = new_job_id()
+    existing = _idempotent_job(tenant, name, workflow_input, job_id)
+    if existing is not None:
+        return _accepted(_created_job(tenant, existing), status=200)
 
     job = state.jobs.create(
         tenant=tenant,
@@ -82,16 +89,53 @@ def execute(name: str):
         digest=validated.digest,
         input=workflow_input,
         submitted_by=identity.username if identity else "anonymous",
+        callback_url=callback_url,
         request_id=g.get("request_id"),
+        job_id=job_id,
     )
-    _enqueue(tenant, job["id"])
+    _enqueue(tenant, job_id)
 
-    if wait > 0 and _wait_for_end(tenant, job["id"], wait):
-        return _finished_response(state.jobs.get(tenant, job["id"]))
+    if wait > 0 and _wait_for_end(tenant, job_id, wait):
+        return _finished_response(state.jobs.get(tenant, job_id))
+    return _accepted(job, status=202)
+
+
+def _accepted(job: dict[str, Any], *, status: int) -> Response:
     response = jsonify({"ok": True, "job": job_view(job)})
-    response.status_code = 202
+    response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return response
+
+
+def _created_job(tenant: str, job_id: str) -> dict[str, Any]:
+    """A job another request is creating right now, once it exists."""
+    for _ in range(20):
+        with contextlib.suppress(NotFound):
+            return services().jobs.get(tenant, job_id)
+        time.sleep(0.05)
+    return services().jobs.get(tenant, job_id)
+
+
+def _callback_url() -> str | None:
+    url = request.headers.get("X-Callback-Url")
+    if url is None:
+        return None
+    return webhooks.check_destination(url, services().settings)
+
+
+def _idempotent_job(
+    tenant: str, workflow: str, workflow_input: Any, job_id: str
+) -> str | None:
+    """The job an earlier request with the same Idempotency-Key created."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.")
+
+    canonical = json.dumps([workflow, workflow_input], sort_keys=True)
+    body_digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return services().jobs.reserve_idempotency_key(tenant, key, body_digest, job_id)
 
 
 def _required_scope(document: dict[str, Any]) -> str:
@@ -205,6 +249,8 @@ def cancel_job(job_id: str):
             status=409,
         )
     job = services().jobs.get(tenant, job_id)
+    if outcome == "cancelled" and job.get("callback_url"):
+        send_webhook(celery(), job_id)
     return jsonify({"ok": True, "outcome": outcome, "job": job_view(job)})
 
 

@@ -45,6 +45,8 @@ class Settings:
     webhook_secret: str = ""
     webhook_allowlist: tuple[str, ...] = field(default_factory=tuple)
     webhook_allow_loopback: bool = False
+    webhook_max_attempts: int = 5
+    webhook_backoff_seconds: float = 2.0
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -78,6 +80,10 @@ class Settings:
             webhook_secret=os.environ.get("WEBHOOK_SECRET", ""),
             webhook_allowlist=tuple(h for h in allowlist.split(",") if h.strip()),
             webhook_allow_loopback=_bool("WEBHOOK_ALLOW_LOOPBACK", False),
+            webhook_max_attempts=_int("WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts),
+            webhook_backoff_seconds=float(
+                os.environ.get("WEBHOOK_BACKOFF_SECONDS", cls.webhook_backoff_seconds)
+            ),
             log_format=os.environ.get("LOG_FORMAT", "text"),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
         )

@@ -10,6 +10,7 @@ sequence number, so SSE clients can replay and then follow without gaps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -20,7 +21,7 @@ from typing import Any
 import redis
 
 from packagerepo import keys
-from packagerepo.errors import NotFound
+from packagerepo.errors import IdempotencyKeyReused, NotFound
 
 
 class JobStatus(StrEnum):
@@ -38,9 +39,11 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # queued -> running; bumps attempts, records the worker and leases the job.
+# A tenant already running its cap of jobs gets 'deferred' instead.
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"queued"' then return status or false end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then return 'deferred' end
 redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
            'worker', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -65,7 +68,10 @@ return 'finished'
 # running -> queued again (lease lapsed); the reaper re-enqueues the message.
 _REQUEUE = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' then return status or false end
+if status ~= '"running"' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return status or false
+end
 redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
@@ -90,6 +96,10 @@ def _encode(fields: dict[str, Any]) -> dict[str, str]:
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {name.decode(): json.loads(value) for name, value in raw.items()}
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
 
 
 def lease_member(tenant: str, job_id: str) -> str:
@@ -117,9 +127,10 @@ class JobStore:
         submitted_by: str,
         callback_url: str | None = None,
         request_id: str | None = None,
+        job_id: str | None = None,
     ) -> dict[str, Any]:
         """Store a new queued job and index it for the tenant."""
-        job_id = uuid.uuid4().hex
+        job_id = job_id or new_job_id()
         job = {
             "id": job_id,
             "tenant": tenant,
@@ -154,6 +165,28 @@ class JobStore:
             pipe.execute()
         return job
 
+    def reserve_idempotency_key(
+        self, tenant: str, key: str, body_digest: str, job_id: str
+    ) -> str | None:
+        """Bind ``key`` to ``job_id`` for 24 hours.
+
+        Returns None when the key is new (the caller creates the job), or the
+        job id already bound to the key when the body is the same; the same
+        key with another body is IdempotencyKeyReused.
+        """
+        key_digest = hashlib.sha256(key.encode()).hexdigest()
+        record = json.dumps({"job": job_id, "body": body_digest})
+        redis_key = keys.idempotency(tenant, key_digest)
+        if self.redis.set(redis_key, record, nx=True, ex=keys.IDEMPOTENCY_TTL):
+            return None
+
+        existing = json.loads(self.redis.get(redis_key) or "{}")
+        if existing.get("body") != body_digest:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was used with a different request body."
+            )
+        return existing["job"]
+
     def tenant_of(self, job_id: str) -> str | None:
         """The tenant owning ``job_id``, or None when it is unknown."""
         tenant = self.redis.get(keys.job_tenant(job_id))
@@ -174,8 +207,14 @@ class JobStore:
         value = self.field(tenant, job_id, "status")
         return JobStatus(value) if value else None
 
-    def claim(self, tenant: str, job_id: str, worker: str) -> bool:
-        """Move a queued job to running under this worker's lease."""
+    def claim(
+        self, tenant: str, job_id: str, worker: str, *, max_running: int = 1_000_000
+    ) -> str:
+        """Move a queued job to running under this worker's lease.
+
+        Returns ``claimed``, ``deferred`` (the tenant runs ``max_running``
+        jobs already) or the status that made the job unclaimable.
+        """
         outcome = self._claim(
             keys=[
                 keys.job(tenant, job_id),
@@ -189,9 +228,10 @@ class JobStore:
                 lease_member(tenant, job_id),
                 job_id,
                 keys.JOB_PENDING_TTL,
+                max_running,
             ],
         )
-        return outcome == b"claimed"
+        return outcome.decode() if outcome else "missing"
 
     def renew_lease(self, tenant: str, job_id: str) -> None:
         """Push the lease's expiry forward; only while the job is leased."""
@@ -262,6 +302,16 @@ class JobStore:
             self.publish(tenant, job_id, "done", {"status": "cancelled"})
             return JobStatus.CANCELLED.value
         return "cancelling"
+
+    def record_delivery(self, tenant: str, job_id: str, attempt: dict) -> int:
+        """Append a webhook delivery attempt; returns how many there are."""
+        key = keys.job(tenant, job_id)
+        deliveries = self.field(tenant, job_id, "deliveries") or []
+        deliveries.append(attempt)
+        # HSET on an existing key keeps its TTL; a job that expired stays gone.
+        if self.redis.exists(key):
+            self.redis.hset(key, "deliveries", json.dumps(deliveries))
+        return len(deliveries)
 
     def cancel_requested(self, tenant: str, job_id: str) -> bool:
         return bool(self.field(tenant, job_id, "cancel_requested"))

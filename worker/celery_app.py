@@ -15,6 +15,7 @@ from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
 
 EXECUTE_TASK = "packagerepo.execute"
+WEBHOOK_TASK = "packagerepo.deliver_webhook"
 QUEUE = "packagerepo"
 MAX_EXECUTION_SECONDS = 3600
 
@@ -59,3 +60,8 @@ def _configure_worker_logging(**_kwargs: object) -> None:
 def enqueue_job(app: Celery, job_id: str) -> None:
     """Send the message for ``job_id``; fails fast when the broker is down."""
     app.send_task(EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False)
+
+
+def send_webhook(app: Celery, job_id: str) -> None:
+    """Ask a worker to deliver the ended job to its callback URL."""
+    app.send_task(WEBHOOK_TASK, args=[job_id], queue=QUEUE)

@@ -12,6 +12,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from packagerepo.config import Settings
@@ -21,6 +23,8 @@ from packagerepo.logs import log_context
 from packagerepo.services import Services
 
 log = logging.getLogger(__name__)
+
+DEFER_PAUSE_SECONDS = 0.05
 
 
 class LeaseKeeper:
@@ -53,9 +57,17 @@ class LeaseKeeper:
 class JobRunner:
     """Runs jobs for one worker process."""
 
-    def __init__(self, services: Services, worker_name: str) -> None:
+    def __init__(
+        self,
+        services: Services,
+        worker_name: str,
+        enqueue: Callable[[str], None],
+        send_webhook: Callable[[str], None],
+    ) -> None:
         self.services = services
         self.worker_name = worker_name
+        self.enqueue = enqueue
+        self.send_webhook = send_webhook
 
     def run(self, job_id: str) -> None:
         jobs = self.services.jobs
@@ -65,10 +77,28 @@ class JobRunner:
             return
 
         with log_context(tenant=tenant, job=job_id):
-            if not jobs.claim(tenant, job_id, self.worker_name):
-                log.info("Job %s has ended or runs elsewhere; nothing to do.", job_id)
-                return
-            self._run_claimed(tenant, job_id)
+            claim = jobs.claim(
+                tenant,
+                job_id,
+                self.worker_name,
+                max_running=self.services.settings.tenant_max_running,
+            )
+            if claim == "deferred":
+                self._defer(job_id)
+            elif claim != "claimed":
+                log.info("Job %s is %s; nothing to do.", job_id, claim)
+            else:
+                self._run_claimed(tenant, job_id)
+
+    def _defer(self, job_id: str) -> None:
+        """Send the job to the back of the queue: its tenant is at its cap.
+
+        Other tenants' jobs queued behind it get their turn first. The pause
+        keeps a worker from spinning when only capped jobs are queued.
+        """
+        log.info("Job %s waits: its tenant runs its cap of jobs.", job_id)
+        time.sleep(DEFER_PAUSE_SECONDS)
+        self.enqueue(job_id)
 
     def _run_claimed(self, tenant: str, job_id: str) -> None:
         jobs = self.services.jobs
@@ -85,6 +115,8 @@ class JobRunner:
         if jobs.finish(tenant, job_id, status, **fields):
             jobs.publish(tenant, job_id, "done", {"status": status.value})
             log.info("Job %s ended %s.", job_id, status.value)
+            if job.get("callback_url"):
+                self.send_webhook(job_id)
         else:
             log.info("Job %s had already ended; its outcome is discarded.", job_id)
 
@@ -170,10 +202,13 @@ class JobObserver:
 _runner: JobRunner | None = None
 
 
-def current_runner() -> JobRunner:
+def current_runner(
+    enqueue: Callable[[str], None], send_webhook: Callable[[str], None]
+) -> JobRunner:
     """This process's runner, built on first use (after Celery forks)."""
     global _runner
     if _runner is None:
         name = f"{socket.gethostname()}:{os.getpid()}"
-        _runner = JobRunner(Services(Settings.from_env()), name)
+        services = Services(Settings.from_env())
+        _runner = JobRunner(services, name, enqueue, send_webhook)
     return _runner

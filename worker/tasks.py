@@ -1,12 +1,100 @@
-"""The one Celery task: run one whole workflow execution for a job id."""
+"""The one Celery task, and what each worker process starts beside it.
+
+``execute`` runs one whole workflow execution for a job id. When a worker
+process starts it builds its runner, starts the lease reaper and runs the
+``server`` start-up workflow, whose report ``/health/ready`` shows.
+"""
 
 from __future__ import annotations
 
-from worker.celery_app import EXECUTE_TASK, celery_app
+import logging
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from packagerepo import webhooks
+from packagerepo.errors import PackageRepoError
+from packagerepo.logs import log_context
+from worker.celery_app import (
+    EXECUTE_TASK,
+    WEBHOOK_TASK,
+    celery_app,
+    enqueue_job,
+    send_webhook,
+)
+from worker.reaper import Reaper
 from worker.runner import current_runner
+
+log = logging.getLogger(__name__)
+
+_reaper: Reaper | None = None
+
+
+def _enqueue(job_id: str) -> None:
+    enqueue_job(celery_app, job_id)
+
+
+def _send_webhook(job_id: str) -> None:
+    send_webhook(celery_app, job_id)
 
 
 @celery_app.task(name=EXECUTE_TASK, ignore_result=True)
 def execute(job_id: str) -> None:
     """Run the job; every outcome is written to the job record, not returned."""
-    current_runner().run(job_id)
+    current_runner(_enqueue, _send_webhook).run(job_id)
+
+
+@celery_app.task(name=WEBHOOK_TASK, bind=True, ignore_result=True, max_retries=None)
+def deliver_webhook(self, job_id: str) -> None:
+    """POST the ended job to its callback URL, retrying with backoff.
+
+    Every attempt is recorded on the job; Celery's own retry schedules the
+    next one, ``WEBHOOK_BACKOFF_SECONDS * 2**n`` later.
+    """
+    services = current_runner(_enqueue, _send_webhook).services
+    settings = services.settings
+    tenant = services.jobs.tenant_of(job_id)
+    if tenant is None:
+        return
+
+    with log_context(tenant=tenant, job=job_id):
+        job = services.jobs.get(tenant, job_id)
+        try:
+            attempt = webhooks.deliver(job["callback_url"], _public(job), settings)
+        except PackageRepoError as refused:
+            attempt = {"ok": False, "error": refused.code, "url": job["callback_url"]}
+        count = services.jobs.record_delivery(tenant, job_id, attempt)
+        if attempt["ok"]:
+            log.info("Webhook for job %s was delivered.", job_id)
+            return
+        if (
+            count >= settings.webhook_max_attempts
+            or attempt.get("error") == "INVALID_REQUEST"
+        ):
+            log.warning(
+                "Webhook for job %s was given up after %d attempts.", job_id, count
+            )
+            return
+        log.info(
+            "Webhook for job %s failed; attempt %d will follow.", job_id, count + 1
+        )
+        raise self.retry(countdown=settings.webhook_backoff_seconds * 2 ** (count - 1))
+
+
+def _public(job: dict) -> dict:
+    hidden = {"input", "cancel_requested", "digest", "worker", "deliveries"}
+    return {name: value for name, value in job.items() if name not in hidden}
+
+
+@worker_process_init.connect
+def _start_process(**_kwargs: object) -> None:
+    global _reaper
+    runner = current_runner(_enqueue, _send_webhook)
+    _reaper = Reaper(runner.services, _enqueue, _send_webhook)
+    _reaper.start()
+    log.info("Worker process %s is ready.", runner.worker_name)
+
+
+@worker_process_shutdown.connect
+def _stop_process(**_kwargs: object) -> None:
+    if _reaper is not None:
+        _reaper.stop()
