@@ -45,6 +45,11 @@ class NodeRegistry:
         counted = len(values) if isinstance(values, list) else 0
         return counted + int(outputs.get("extra", 0))
 
+    def input_count(self, node_type: str) -> int | None:
+        """How many inputs the type declares (``inputs``); None when unbounded."""
+        inputs = self.types.get(node_type, {}).get("inputs")
+        return inputs if isinstance(inputs, int) else None
+
     def has_error_output(self, node_type: str) -> bool:
         return bool(self.types.get(node_type, {}).get("errorOutput", False))
 

@@ -1,0 +1,124 @@
+"""Where workflow documents live: bundled files and each tenant's own.
+
+Bundled workflows are the ``*.json`` files of one folder and are read-only.
+A tenant's own are stored under ``DATA_DIR/tenants/<tenant>/workflows/`` and
+are never visible to another tenant. Names are restricted to
+``^[a-z0-9][a-z0-9_-]{0,63}$`` and tenants to a similar pattern, so no name can
+address a file outside those folders.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from loader.document import parse_document
+from packagerepo.errors import Forbidden, InvalidRequest, WorkflowNotFound
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+Source = Literal["bundled", "tenant"]
+
+
+def check_name(name: str) -> str:
+    """``name`` when it is a safe workflow name, else ``InvalidRequest``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise InvalidRequest("A workflow name must match ^[a-z0-9][a-z0-9_-]{0,63}$.")
+    return name
+
+
+def check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
+        raise InvalidRequest("The tenant name is not acceptable.")
+    return tenant
+
+
+class Catalog:
+    """Bundled workflows plus each tenant's own, by name."""
+
+    def __init__(self, bundled_dir: Path, data_dir: Path) -> None:
+        self.bundled_dir = Path(bundled_dir)
+        self.data_dir = Path(data_dir)
+
+    def tenant_dir(self, tenant: str) -> Path:
+        return self.data_dir / "tenants" / check_tenant(tenant) / "workflows"
+
+    def names(self, tenant: str) -> list[str]:
+        """Names of the bundled workflows and the tenant's own, sorted."""
+        found = set(_names_in(self.bundled_dir))
+        found.update(_names_in(self.tenant_dir(tenant)))
+        return sorted(found)
+
+    def source_of(self, tenant: str, name: str) -> Source:
+        """Where ``name`` lives; ``WorkflowNotFound`` when nowhere."""
+        check_name(name)
+        if (self.bundled_dir / f"{name}.json").is_file():
+            return "bundled"
+        if (self.tenant_dir(tenant) / f"{name}.json").is_file():
+            return "tenant"
+        raise WorkflowNotFound(f"No workflow is named {name!r}.")
+
+    def read(self, tenant: str, name: str) -> tuple[dict, Source]:
+        """The parsed document and where it came from.
+
+        Raises ``WorkflowNotFound``, ``InvalidRequest`` for an unsafe name and
+        ``InvalidWorkflow`` for a file that does not parse.
+        """
+        source = self.source_of(tenant, name)
+        folder = self.bundled_dir if source == "bundled" else self.tenant_dir(tenant)
+        try:
+            raw = (folder / f"{name}.json").read_bytes()
+        except FileNotFoundError:
+            # Removed between the check and the read.
+            raise WorkflowNotFound(f"No workflow is named {name!r}.")
+        return parse_document(raw), source
+
+    def save(self, tenant: str, name: str, document: dict[str, Any]) -> None:
+        """Store the tenant's workflow durably: temporary file, fsync, rename."""
+        check_name(name)
+        if (self.bundled_dir / f"{name}.json").exists():
+            raise Forbidden(f"The bundled workflow {name!r} is read-only.")
+
+        folder = self.tenant_dir(tenant)
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        _write_atomically(folder / f"{name}.json", text.encode("utf-8"))
+        logger.info("Stored workflow %r for tenant %r.", name, tenant)
+
+
+def _names_in(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [
+        path.stem
+        for path in folder.glob("*.json")
+        if NAME_PATTERN.match(path.stem) and path.is_file()
+    ]
+
+
+def _write_atomically(target: Path, content: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
