@@ -22,6 +22,8 @@ import redis
 os.environ.setdefault("BCRYPT_ROUNDS", "4")
 os.environ.setdefault("PACKAGEREPO_ENV", "development")
 
+import itertools
+
 from packagerepo.config import Settings
 from packagerepo.stack import redis_command, wait_for_redis, worker_command
 
@@ -82,6 +84,9 @@ def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "BCRYPT_ROUNDS": "4",
         "LEASE_SECONDS": "3",
         "TENANT_SUBMIT_RATE": "1000/second",
+        "WEBHOOK_ALLOW_LOOPBACK": "true",
+        "WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "WEBHOOK_MAX_ATTEMPTS": "3",
         "LOG_LEVEL": "INFO",
         "PYTHONPATH": str(ROOT),
         **extra,
@@ -98,15 +103,15 @@ class WorkerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            worker_command(1, self.name),
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                worker_command(1, self.name),
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_ready(self, client: redis.Redis, timeout: float = 30.0) -> None:
         """Ready once its Celery consumer has registered on the broker."""
@@ -197,6 +202,58 @@ def tenant() -> str:
 @pytest.fixture
 def auth(make_user, tenant: str) -> dict:
     return make_user(tenant)
+
+
+def node(name: str, node_type: str, x: int, **parameters) -> dict:
+    """A workflow node at position ``x`` with ``parameters``."""
+    return {
+        "id": name.lower().replace(" ", "-"),
+        "name": name,
+        "type": node_type,
+        "typeVersion": 1,
+        "position": [x, 0],
+        "parameters": parameters,
+    }
+
+
+def chain(name: str, *nodes: dict, scope: str = "read") -> dict:
+    """A workflow whose nodes run one after another."""
+    connections = {
+        source["name"]: {
+            "main": [[{"node": target["name"], "type": "main", "index": 0}]]
+        }
+        for source, target in itertools.pairwise(nodes)
+    }
+    return {
+        "id": name,
+        "name": name,
+        "nodes": list(nodes),
+        "connections": connections,
+        "settings": {"scope": scope},
+    }
+
+
+GREET = chain(
+    "greet",
+    node("Start", "trigger.start", 0),
+    node("Greet", "data.set", 200, values={"greeting": "Hello, {{ $json.name }}!"}),
+    node("Answer", "respond.json", 400, body="{{ $json }}"),
+)
+SLOW = chain(
+    "slow",
+    node("Start", "trigger.start", 0),
+    node("Pause", "logic.wait", 200, milliseconds="{{ $json.ms }}"),
+    node("Answer", "respond.json", 400, body={"slept": "{{ $json.ms }}"}),
+)
+
+
+@pytest.fixture
+def workflows(app, tenant: str) -> str:
+    """The test workflows registered for the test's tenant."""
+    catalog = app.extensions["packagerepo"].catalog
+    for document in (GREET, SLOW):
+        catalog.save(tenant, document["id"], document)
+    return tenant
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,175 @@
+"""Submit, poll, wait, list and cancel jobs through a real worker process."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def submit(client, auth, name: str, body: dict, query: str = "", **headers):
+    return client.post(
+        f"/v1/workflows/{name}/execute{query}", json=body, headers={**auth, **headers}
+    )
+
+
+def wait_for_status(client, auth, job_id: str, statuses: set[str], timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=auth).get_json()["job"]
+        if job["status"] in statuses:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stayed {job['status']}")
+
+
+def test_execute_answers_202_with_a_location_and_the_job_succeeds(
+    client, auth, workflows, worker
+):
+    response = submit(client, auth, "greet", {"name": "Ada"})
+
+    assert response.status_code == 202
+    job = response.get_json()["job"]
+    assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued"
+    assert job["links"]["self"] == f"/v1/jobs/{job['id']}"
+
+    done = wait_for_status(client, auth, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded"
+    assert done["result"] == {"name": "Ada", "greeting": "Hello, Ada!"}
+    assert [n["name"] for n in done["nodes"]] == ["Start", "Greet", "Answer"]
+    assert done["progress"]["done"] == done["progress"]["total"] == 3
+
+
+def test_wait_answers_200_with_the_result_when_the_job_ends_in_time(
+    client, auth, workflows, worker
+):
+    response = submit(client, auth, "greet", {"name": "Grace"}, "?wait=20")
+
+    assert response.status_code == 200
+    assert response.get_json()["result"]["greeting"] == "Hello, Grace!"
+
+
+def test_wait_longer_than_thirty_seconds_is_refused(client, auth, workflows):
+    response = submit(client, auth, "greet", {}, "?wait=31")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_wait_that_runs_out_answers_202(client, auth, workflows, worker):
+    response = submit(client, auth, "slow", {"ms": 1500}, "?wait=0.2")
+
+    assert response.status_code == 202
+
+
+def test_another_tenants_job_is_not_found(client, auth, workflows, worker, make_user):
+    job_id = submit(client, auth, "greet", {"name": "x"}).get_json()["job"]["id"]
+    stranger = make_user("someone-else")
+
+    response = client.get(f"/v1/jobs/{job_id}", headers=stranger)
+
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("job_id", ["../../etc", "x" * 500, "0" * 31 + "g"])
+def test_hostile_job_ids_are_not_found(client, auth, job_id):
+    response = client.get(f"/v1/jobs/{job_id}", headers=auth)
+
+    assert response.status_code == 404
+
+
+def test_unknown_workflow_is_workflow_not_found(client, auth):
+    response = submit(client, auth, "no_such_workflow", {})
+
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "WORKFLOW_NOT_FOUND"
+
+
+def test_invalid_workflow_is_refused_with_details(client, app, auth, tenant):
+    broken = {"id": "b", "name": "broken", "nodes": [], "connections": {}}
+    app.extensions["packagerepo"].catalog.save(tenant, "broken", broken)
+
+    response = submit(client, auth, "broken", {})
+
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "WORKFLOW_VALIDATION_ERROR"
+    assert error["details"]
+
+
+def test_execute_needs_a_token_for_scoped_workflows(client, workflows):
+    response = client.post("/v1/workflows/greet/execute", json={})
+
+    assert response.status_code in {401, 404}
+
+
+def test_same_idempotency_key_and_body_returns_the_same_job(
+    client, auth, workflows, worker
+):
+    key = {"Idempotency-Key": "order-42"}
+    first = submit(client, auth, "greet", {"name": "a"}, **key)
+    second = submit(client, auth, "greet", {"name": "a"}, **key)
+
+    assert first.status_code == 202
+    assert second.status_code == 200
+    assert second.get_json()["job"]["id"] == first.get_json()["job"]["id"]
+
+
+def test_same_idempotency_key_with_another_body_is_422(client, auth, workflows, worker):
+    key = {"Idempotency-Key": "order-43"}
+    submit(client, auth, "greet", {"name": "a"}, **key)
+
+    response = submit(client, auth, "greet", {"name": "b"}, **key)
+
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_cancel_stops_a_running_job_between_nodes(client, auth, workflows, worker):
+    job_id = submit(client, auth, "slow", {"ms": 3000}).get_json()["job"]["id"]
+    wait_for_status(client, auth, job_id, {"running"})
+
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] in {"cancelling", "cancelled"}
+    job = wait_for_status(client, auth, job_id, {"cancelled", "succeeded", "failed"})
+    assert job["status"] == "cancelled"
+    assert "Answer" not in [
+        n["name"] for n in job["nodes"] if n["status"] == "succeeded"
+    ]
+
+
+def test_cancelling_an_ended_job_is_a_conflict(client, auth, workflows, worker):
+    response = submit(client, auth, "greet", {"name": "z"}, "?wait=20")
+    job_id = response.get_json()["job"]["id"]
+
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)
+
+    assert again.status_code == 409
+
+
+def test_jobs_list_is_newest_first_filtered_and_paginated(
+    client, auth, workflows, worker
+):
+    ids = [
+        submit(client, auth, "greet", {"n": i}).get_json()["job"]["id"]
+        for i in range(5)
+    ]
+    for job_id in ids:
+        wait_for_status(client, auth, job_id, {"succeeded"})
+
+    first = client.get("/v1/jobs?limit=3&workflow=greet", headers=auth).get_json()
+    second = client.get(
+        f"/v1/jobs?limit=3&workflow=greet&cursor={first['next_cursor']}", headers=auth
+    ).get_json()
+
+    listed = [job["id"] for job in first["jobs"] + second["jobs"]]
+    assert listed == list(reversed(ids))
+    assert second["next_cursor"] is None
+    failed = client.get("/v1/jobs?status=failed", headers=auth).get_json()
+    assert failed["jobs"] == []
