@@ -760,8 +760,10 @@ class _Run:
     def _finish(self, name: str, status: NodeStatus) -> None:
         self.records[name]["status"] = status.value
         self.done += 1
-        self._emit("node", dict(self.records[name]))
+        # Progress first, so an observer that stores both on the node event
+        # already holds the count that includes this node.
         self._emit("progress", self._progress())
+        self._emit("node", dict(self.records[name]))
 
     def _close_remaining(self, names: tuple[str, ...], status: RunStatus) -> None:
         """Nodes the run never got to: ``cancelled`` or ``not_run``."""
