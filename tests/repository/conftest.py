@@ -63,7 +63,7 @@ def tree_snapshot(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def settings(data_dir: Path) -> Settings:
+def repo_settings(data_dir: Path) -> Settings:
     return Settings(
         env="test",
         data_dir=data_dir,
@@ -75,8 +75,8 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Services:
-    return Services(settings)
+def repo_services(repo_settings: Settings) -> Services:
+    return Services(repo_settings)
 
 
 def build_app(services: Services):
@@ -91,28 +91,29 @@ def build_app(services: Services):
 
 
 @pytest.fixture
-def app(services: Services):
-    return build_app(services)
+def repo_app(repo_services: Services):
+    return build_app(repo_services)
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def api(repo_app):
+    """A test client of the API on this test's own DATA_DIR."""
+    return repo_app.test_client()
 
 
 @pytest.fixture
-def anonymous_app(services: Services):
-    settings = replace(services.settings, allow_anon_read=True)
+def anonymous_app(repo_services: Services):
+    settings = replace(repo_services.settings, allow_anon_read=True)
     return build_app(Services(settings))
 
 
 @pytest.fixture
-def token(services: Services):
+def token(repo_services: Services):
     """A bearer header for a user of ``tenant`` holding ``scopes``."""
 
     def issue(tenant: str = TENANT, *scopes: str) -> dict[str, str]:
         identity = Identity("tester", tenant, scopes or ("read", "write"))
-        value, _ = services.accounts.issue_token(identity)
+        value, _ = repo_services.accounts.issue_token(identity)
         return {"Authorization": f"Bearer {value}"}
 
     return issue

@@ -42,12 +42,12 @@ def upload(client, version: str, content: bytes, headers: dict, **extra):
     )
 
 
-def test_a_real_package_file_publishes_and_downloads_byte_identical(client, token):
+def test_a_real_package_file_publishes_and_downloads_byte_identical(api, token):
     content = a_wheel().read_bytes()
     digest = "sha256:" + hashlib.sha256(content).hexdigest()
 
-    published = upload(client, "1.0.0", content, token())
-    downloaded = fetch(client, BLOB.format(version="1.0.0"), headers=token())
+    published = upload(api, "1.0.0", content, token())
+    downloaded = fetch(api, BLOB.format(version="1.0.0"), headers=token())
 
     assert published.status_code == 201
     assert published.json["ok"] is True
@@ -60,72 +60,70 @@ def test_a_real_package_file_publishes_and_downloads_byte_identical(client, toke
     assert downloaded.headers["ETag"] == f'"{digest}"'
 
 
-def test_post_publishes_like_put(client, token):
-    response = client.post(BLOB.format(version="2.0.0"), data=b"x", headers=token())
+def test_post_publishes_like_put(api, token):
+    response = api.post(BLOB.format(version="2.0.0"), data=b"x", headers=token())
 
     assert response.status_code == 201
 
 
-def test_a_download_with_the_current_etag_is_not_modified(client, token):
-    upload(client, "1.0.0", b"content", token())
-    etag = fetch(client, BLOB.format(version="1.0.0"), headers=token()).headers["ETag"]
+def test_a_download_with_the_current_etag_is_not_modified(api, token):
+    upload(api, "1.0.0", b"content", token())
+    etag = fetch(api, BLOB.format(version="1.0.0"), headers=token()).headers["ETag"]
 
     again = fetch(
-        client, BLOB.format(version="1.0.0"), headers={**token(), "If-None-Match": etag}
+        api, BLOB.format(version="1.0.0"), headers={**token(), "If-None-Match": etag}
     )
 
     assert again.status_code == 304
     assert again.data == b""
 
 
-def test_publishing_an_existing_coordinate_is_a_conflict(client, token):
-    upload(client, "1.0.0", b"first", token())
+def test_publishing_an_existing_coordinate_is_a_conflict(api, token):
+    upload(api, "1.0.0", b"first", token())
 
-    response = upload(client, "1.0.0", b"second", token())
+    response = upload(api, "1.0.0", b"second", token())
 
     assert response.status_code == 409
     assert response.json["error"]["code"] == "ALREADY_EXISTS"
-    assert fetch(client, BLOB.format(version="1.0.0"), headers=token()).data == b"first"
+    assert fetch(api, BLOB.format(version="1.0.0"), headers=token()).data == b"first"
 
 
 @pytest.mark.parametrize("header", ["X-Checksum-Sha256", "Content-Digest"])
-def test_a_declared_digest_is_verified(client, token, data_dir, header):
+def test_a_declared_digest_is_verified(api, token, data_dir, header):
     wrong = hashlib.sha256(b"something else").digest()
     value = wrong.hex()
     if header == "Content-Digest":
         value = f"sha-256=:{base64.b64encode(wrong).decode()}:"
     before = tree_snapshot(data_dir)
 
-    response = upload(client, "1.0.0", b"payload", {**token(), header: value})
+    response = upload(api, "1.0.0", b"payload", {**token(), header: value})
 
     assert response.status_code == 400
     assert response.json["error"]["code"] == "DIGEST_MISMATCH"
     assert tree_snapshot(data_dir) == before
 
 
-def test_a_matching_content_digest_is_accepted(client, token):
+def test_a_matching_content_digest_is_accepted(api, token):
     encoded = base64.b64encode(hashlib.sha256(b"payload").digest()).decode()
     headers = {**token(), "Content-Digest": f"sha-256=:{encoded}:"}
 
-    assert upload(client, "1.0.0", b"payload", headers).status_code == 201
+    assert upload(api, "1.0.0", b"payload", headers).status_code == 201
 
 
-def test_a_body_over_the_limit_is_refused_and_leaves_nothing(client, token, data_dir):
+def test_a_body_over_the_limit_is_refused_and_leaves_nothing(api, token, data_dir):
     before = tree_snapshot(data_dir)
 
-    response = upload(client, "1.0.0", b"x" * (8 * 1024 * 1024 + 1), token())
+    response = upload(api, "1.0.0", b"x" * (8 * 1024 * 1024 + 1), token())
 
     assert response.status_code == 413
     assert response.json["error"]["code"] == "BLOB_TOO_LARGE"
     assert tree_snapshot(data_dir) == before
 
 
-def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
-    client, token, data_dir
-):
+def test_a_chunked_body_over_the_limit_is_refused_while_streaming(api, token, data_dir):
     before = tree_snapshot(data_dir)
 
-    response = client.put(
+    response = api.put(
         BLOB.format(version="1.0.0"),
         input_stream=io.BytesIO(b"x" * (8 * 1024 * 1024 + 1)),
         headers={**token(), "Transfer-Encoding": "chunked"},
@@ -137,8 +135,8 @@ def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
     assert tree_snapshot(data_dir) == before
 
 
-def test_a_chunked_body_within_the_limit_is_stored(client, token):
-    response = client.put(
+def test_a_chunked_body_within_the_limit_is_stored(api, token):
+    response = api.put(
         BLOB.format(version="1.0.0"),
         input_stream=io.BytesIO(b"chunked content"),
         headers={**token(), "Transfer-Encoding": "chunked"},
@@ -168,13 +166,13 @@ def test_a_chunked_body_within_the_limit_is_stored(client, token):
     ],
 )
 def test_traversal_attempts_are_validation_errors_and_change_nothing(
-    client, token, data_dir, path
+    api, token, data_dir, path
 ):
     outside = data_dir.parent
     before = tree_snapshot(outside)
 
-    put = client.put(path, data=b"evil", headers=token())
-    get = fetch(client, path, headers=token())
+    put = api.put(path, data=b"evil", headers=token())
+    get = fetch(api, path, headers=token())
 
     assert (put.status_code, get.status_code) == (400, 400)
     assert put.json["error"]["code"] == "VALIDATION_ERROR"
@@ -184,17 +182,17 @@ def test_traversal_attempts_are_validation_errors_and_change_nothing(
 @pytest.mark.parametrize(
     "path", ["/v1/%2e%2e/tool/latest", "/v1/acme/..%2f..%2fx/versions"]
 )
-def test_traversal_in_package_routes_is_a_validation_error(client, token, path):
-    assert fetch(client, path, headers=token()).status_code == 400
+def test_traversal_in_package_routes_is_a_validation_error(api, token, path):
+    assert fetch(api, path, headers=token()).status_code == 400
 
 
-def test_versions_and_latest_follow_semver(client, token):
+def test_versions_and_latest_follow_semver(api, token):
     for version in ["1.9.0", "1.10.0", "1.10.0-rc.1"]:
-        upload(client, version, version.encode(), token())
+        upload(api, version, version.encode(), token())
 
-    versions = fetch(client, "/v1/acme/tool/versions", headers=token())
-    latest = fetch(client, "/v1/acme/tool/latest", headers=token())
-    with_pre = fetch(client, "/v1/acme/tool/latest?prerelease=true", headers=token())
+    versions = fetch(api, "/v1/acme/tool/versions", headers=token())
+    latest = fetch(api, "/v1/acme/tool/latest", headers=token())
+    with_pre = fetch(api, "/v1/acme/tool/latest?prerelease=true", headers=token())
 
     assert versions.json == {
         "ok": True,
@@ -206,68 +204,66 @@ def test_versions_and_latest_follow_semver(client, token):
     assert with_pre.json["version"] == "1.10.0"
 
 
-def test_latest_of_prereleases_only_is_not_found_unless_asked_for(client, token):
-    upload(client, "2.0.0-rc.1", b"a", token())
+def test_latest_of_prereleases_only_is_not_found_unless_asked_for(api, token):
+    upload(api, "2.0.0-rc.1", b"a", token())
 
-    plain = fetch(client, "/v1/acme/tool/latest", headers=token())
-    asked = fetch(client, "/v1/acme/tool/latest?prerelease=true", headers=token())
+    plain = fetch(api, "/v1/acme/tool/latest", headers=token())
+    asked = fetch(api, "/v1/acme/tool/latest?prerelease=true", headers=token())
 
     assert plain.status_code == 404
     assert plain.json["error"]["code"] == "NOT_FOUND"
     assert asked.json["version"] == "2.0.0-rc.1"
 
 
-def test_names_are_normalised_in_urls(client, token):
-    upload(client, "1.0.0", b"x", token())
+def test_names_are_normalised_in_urls(api, token):
+    upload(api, "1.0.0", b"x", token())
 
-    response = fetch(client, "/v1/ACME/Tool/versions", headers=token())
+    response = fetch(api, "/v1/ACME/Tool/versions", headers=token())
 
     assert response.json["versions"] == ["1.0.0"]
 
 
-def test_publishing_needs_the_write_scope(client, token):
-    response = upload(client, "1.0.0", b"x", token(TENANT, "read"))
+def test_publishing_needs_the_write_scope(api, token):
+    response = upload(api, "1.0.0", b"x", token(TENANT, "read"))
 
     assert response.status_code == 403
     assert response.json["error"]["code"] == "FORBIDDEN"
 
 
 def test_reading_needs_a_token_unless_anonymous_reads_are_allowed(
-    client, token, anonymous_app
+    api, token, anonymous_app
 ):
-    upload(client, "1.0.0", b"x", token("default"))
+    upload(api, "1.0.0", b"x", token("default"))
 
-    assert fetch(client, "/v1/acme/tool/versions").status_code == 401
+    assert fetch(api, "/v1/acme/tool/versions").status_code == 401
     anonymous = anonymous_app.test_client()
     assert fetch(anonymous, "/v1/acme/tool/versions").json["versions"] == ["1.0.0"]
     assert fetch(anonymous, BLOB.format(version="1.0.0")).data == b"x"
     assert anonymous.put(BLOB.format(version="2.0.0"), data=b"y").status_code == 401
 
 
-def test_a_tenant_cannot_read_list_or_overwrite_another_tenants_artifacts(
-    client, token
-):
+def test_a_tenant_cannot_read_list_or_overwrite_another_tenants_artifacts(api, token):
     alpha, beta = token("alpha"), token("beta")
-    upload(client, "1.0.0", b"alpha's", alpha)
+    upload(api, "1.0.0", b"alpha's", alpha)
 
-    assert fetch(client, BLOB.format(version="1.0.0"), headers=beta).status_code == 404
-    assert fetch(client, "/v1/acme/tool/versions", headers=beta).status_code == 404
-    assert fetch(client, "/v1/acme/tool/latest", headers=beta).status_code == 404
-    assert upload(client, "1.0.0", b"beta's", beta).status_code == 201
-    assert fetch(client, BLOB.format(version="1.0.0"), headers=alpha).data == b"alpha's"
+    assert fetch(api, BLOB.format(version="1.0.0"), headers=beta).status_code == 404
+    assert fetch(api, "/v1/acme/tool/versions", headers=beta).status_code == 404
+    assert fetch(api, "/v1/acme/tool/latest", headers=beta).status_code == 404
+    assert upload(api, "1.0.0", b"beta's", beta).status_code == 201
+    assert fetch(api, BLOB.format(version="1.0.0"), headers=alpha).data == b"alpha's"
 
 
-def test_a_tenant_header_for_another_tenant_is_refused(client, token):
+def test_a_tenant_header_for_another_tenant_is_refused(api, token):
     headers = {**token("alpha"), "X-Tenant-ID": "beta"}
 
-    response = fetch(client, "/v1/acme/tool/versions", headers=headers)
+    response = fetch(api, "/v1/acme/tool/versions", headers=headers)
 
     assert response.status_code == 403
     assert response.json["error"]["code"] == "TENANT_MISMATCH"
 
 
-def test_a_missing_artifact_is_not_found(client, token):
-    response = fetch(client, BLOB.format(version="9.9.9"), headers=token())
+def test_a_missing_artifact_is_not_found(api, token):
+    response = fetch(api, BLOB.format(version="9.9.9"), headers=token())
 
     assert response.status_code == 404
     assert response.json["error"]["code"] == "NOT_FOUND"
