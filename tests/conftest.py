@@ -259,3 +259,57 @@ def workflows(app, tenant: str) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # Tests import the project from the checkout, even without an install.
     sys.path.insert(0, str(ROOT))
+
+
+class IsolatedStack:
+    """A redis-server, worker processes and an API app of a test's own, for
+    tests that kill workers or restart Redis."""
+
+    def __init__(self, directory: Path, **env: str) -> None:
+        self.directory = directory
+        self.redis = RedisServer(directory / "redis")
+        self.redis.start()
+        self.env = service_env(self.redis.url, directory / "data", **env)
+        self.workers: list[WorkerProcess] = []
+        self._app = None
+
+    def add_worker(self) -> WorkerProcess:
+        index = len(self.workers)
+        process = WorkerProcess(self.env, self.directory / f"worker{index}.log")
+        process.start()
+        process.wait_ready(self.redis.client())
+        self.workers.append(process)
+        return process
+
+    @property
+    def app(self):
+        if self._app is None:
+            from api import create_app
+
+            saved = dict(os.environ)
+            os.environ.update(self.env)
+            try:
+                self._app = create_app(Settings.from_env())
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        return self._app
+
+    def stop(self) -> None:
+        for process in self.workers:
+            process.stop(9)
+        self.redis.stop()
+
+
+@pytest.fixture
+def isolated_stack(tmp_path: Path) -> Iterator[IsolatedStack]:
+    stacks: list[IsolatedStack] = []
+
+    def build(**env: str) -> IsolatedStack:
+        stack = IsolatedStack(tmp_path / f"stack{len(stacks)}", **env)
+        stacks.append(stack)
+        return stack
+
+    yield build
+    for stack in stacks:
+        stack.stop()
