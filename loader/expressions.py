@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from loader.problems import PathPart
@@ -50,8 +51,12 @@ def expressions_in(text: str) -> tuple[list[str], bool]:
     return bodies, "{{" in rest
 
 
+@lru_cache(maxsize=4096)
 def syntax_problem(body: str) -> str | None:
-    """Why ``body`` is not a valid expression, or None when it is."""
+    """Why ``body`` is not a valid expression, or None when it is.
+
+    Memoised: the same expressions recur across documents and tenants.
+    """
     if not body.strip():
         return "The expression is empty."
 

@@ -42,6 +42,12 @@ class Graph:
         return cls(nodes, names_by_id, {name: [] for name in nodes})
 
 
+def type_of(node: dict[str, Any]) -> str:
+    """The node's type, or "" when it is missing or not a string."""
+    node_type = node.get("type")
+    return node_type if isinstance(node_type, str) else ""
+
+
 def connection_problems(
     document: dict[str, Any], graph: Graph, registry: NodeRegistry | None
 ) -> list[Problem]:
@@ -122,7 +128,10 @@ def _output_limit(
 ) -> int | None:
     if output_type == "error":
         return 1
-    if registry is None or registry.get(node.get("type", "")) is None:
+    if registry is None or registry.get(type_of(node)) is None:
+        return None
+    if not isinstance(node.get("parameters", {}), dict):
+        # The schema reports it; a count from list parameters cannot be read.
         return None
     return registry.output_count(node)
 
@@ -140,7 +149,7 @@ def _error_output_problems(
             f"Node {source!r} has an error output wired but its onError is not "
             "'continueErrorOutput', so nothing would ever leave it.",
         )
-    node_type = node.get("type", "")
+    node_type = type_of(node)
     if (
         registry is not None
         and registry.get(node_type) is not None
@@ -201,7 +210,7 @@ def _input_index_problems(
     known = graph.nodes.get(name)
     if known is None or registry is None:
         return
-    inputs = registry.input_count(known[1].get("type", ""))
+    inputs = registry.input_count(type_of(known[1]))
     if inputs is not None and index >= inputs:
         yield error(
             "INVALID_INPUT_INDEX",
@@ -218,7 +227,7 @@ def node_error_output_problems(
         return []
     problems: list[Problem] = []
     for name, (index, node) in graph.nodes.items():
-        node_type = node.get("type", "")
+        node_type = type_of(node)
         if (
             node.get("onError") == "continueErrorOutput"
             and registry.get(node_type) is not None

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from loader.expressions import (
     expressions_in,
     node_references,
@@ -26,11 +24,11 @@ from loader.expressions import (
 from loader.problems import PathPart, Problem, error, field_path, warning
 from loader.regexes import is_catastrophic, regex_problem
 from loader.registry import NodeRegistry
-from loader.schema import schema_problems
+from loader.schema import CompiledSchema
 
 NODE_ATTRIBUTES = ("name", "typeVersion", "position", "parameters")
 _PATTERN_KEY = re.compile(r"pattern|regex", re.IGNORECASE)
-_PARAMETER_VALIDATORS: dict[tuple[str, str], Draft202012Validator] = {}
+_PARAMETER_SCHEMAS: dict[tuple[str, str], CompiledSchema] = {}
 
 
 @dataclass(frozen=True)
@@ -197,16 +195,11 @@ def _parameter_schema_problems(
         return []
 
     cache_key = (context.registry.digest, node_type)
-    validator = _PARAMETER_VALIDATORS.get(cache_key)
-    if validator is None:
-        validator = _PARAMETER_VALIDATORS[cache_key] = Draft202012Validator(schema)
-    return schema_problems(
-        validator,
-        schema,
-        parameters,
-        where,
-        default_code="PARAMETER_SCHEMA",
-        ignore_keys=misplaced,
+    compiled = _PARAMETER_SCHEMAS.get(cache_key)
+    if compiled is None:
+        compiled = _PARAMETER_SCHEMAS[cache_key] = CompiledSchema.of(schema)
+    return compiled.problems(
+        parameters, where, default_code="PARAMETER_SCHEMA", ignore_keys=misplaced
     )
 
 

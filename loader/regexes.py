@@ -14,6 +14,7 @@ lift this; the ones there today are unmaintained or not yet stable.
 from __future__ import annotations
 
 import re
+import warnings
 from re import _constants as sre  # type: ignore[attr-defined]
 from re import _parser  # type: ignore[attr-defined]
 from typing import Any
@@ -29,7 +30,10 @@ def regex_problem(pattern: str) -> str | None:
     if len(pattern) > MAX_PATTERN_LENGTH:
         return f"The pattern is longer than {MAX_PATTERN_LENGTH} characters."
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():
+            # "Possible nested set" and similar hints are not our problem here.
+            warnings.simplefilter("ignore")
+            re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
         return f"The pattern does not compile: {exc}."
     return None
@@ -38,7 +42,9 @@ def regex_problem(pattern: str) -> str | None:
 def is_catastrophic(pattern: str) -> bool:
     """Whether ``pattern`` (which compiles) nests repeats dangerously."""
     try:
-        tree = _parser.parse(pattern)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = _parser.parse(pattern)
     except (re.error, RecursionError, OverflowError):
         return False
     return _has_dangerous_repeat(list(tree), inside_repeat=False)

@@ -1,0 +1,243 @@
+"""Hostile documents get a coded refusal, never a crash or a hang."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loader import Report, parse_document, validate
+from loader.regexes import is_catastrophic
+from packagerepo.errors import InvalidWorkflow, PackageRepoError
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+node_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.one_of(st.text(max_size=5), st.integers()),
+        "name": st.one_of(st.sampled_from(["A", "B", "C", ""]), json_values),
+        "type": st.one_of(
+            st.sampled_from(["trigger.start", "logic.if", "logic.switch", "x.y"]),
+            json_values,
+        ),
+        "typeVersion": st.one_of(st.integers(), st.floats(), json_values),
+        "position": json_values,
+        "parameters": json_values,
+        "onError": st.sampled_from(["continueErrorOutput", "nope"]),
+    },
+)
+
+workflow_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "name": json_values,
+        "nodes": st.one_of(st.lists(node_like, max_size=6), json_values),
+        "connections": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["A", "B", "C", "Z"]),
+                st.dictionaries(
+                    st.sampled_from(["main", "error", "other"]),
+                    st.one_of(
+                        st.lists(
+                            st.one_of(
+                                st.lists(
+                                    st.fixed_dictionaries(
+                                        {
+                                            "node": st.sampled_from(["A", "B", "C"]),
+                                            "type": st.just("main"),
+                                            "index": json_values,
+                                        }
+                                    ),
+                                    max_size=3,
+                                ),
+                                json_values,
+                            ),
+                            max_size=3,
+                        ),
+                        json_values,
+                    ),
+                ),
+            ),
+            json_values,
+        ),
+        "variables": json_values,
+        "settings": json_values,
+        "tenantId": json_values,
+    },
+)
+
+
+def _outcome(raw: bytes | str) -> Report | PackageRepoError:
+    try:
+        return validate(parse_document(raw), tenant="acme")
+    except PackageRepoError as refused:
+        return refused
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_random_json_gives_a_report_or_a_coded_refusal(value: Any) -> None:
+    outcome = _outcome(json.dumps(value))
+
+    assert isinstance(outcome, Report | InvalidWorkflow)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(workflow_like)
+def test_random_workflow_shaped_documents_always_give_a_report(value: Any) -> None:
+    assert isinstance(validate(value, tenant="acme"), Report)
+    assert isinstance(validate(value, use_registry=False, strict=True), Report)
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=200))
+def test_random_bytes_give_a_report_or_a_coded_refusal(raw: bytes) -> None:
+    outcome = _outcome(raw)
+
+    assert isinstance(outcome, Report | InvalidWorkflow)
+
+
+@settings(max_examples=200)
+@given(st.text(alphabet="()[]{}|*+?.\\^$ab{},0123456789", max_size=30))
+def test_the_regex_heuristic_never_raises(pattern: str) -> None:
+    assert isinstance(is_catastrophic(pattern), bool)
+
+
+def _refusal_code(raw: bytes | str, **limits: int) -> str:
+    try:
+        parse_document(raw, **limits)
+    except InvalidWorkflow as refused:
+        return refused.details[0]["code"]
+    raise AssertionError("the document was accepted")
+
+
+def test_nesting_far_beyond_the_recursion_limit_is_refused_before_parsing() -> None:
+    assert _refusal_code("[" * 200_000 + "]" * 200_000) == "DOCUMENT_TOO_DEEP"
+
+
+def test_unbalanced_deep_nesting_is_refused_as_too_deep() -> None:
+    assert _refusal_code('{"a":' * 100_000) == "DOCUMENT_TOO_DEEP"
+
+
+def test_a_deep_depth_limit_does_not_let_recursion_crash_the_parser() -> None:
+    raw = "[" * 100_000 + "]" * 100_000
+
+    assert _refusal_code(raw, max_depth=10**9) == "DOCUMENT_TOO_DEEP"
+
+
+def test_a_deep_python_object_handed_to_validate_is_reported_not_crashed() -> None:
+    document: dict[str, Any] = {}
+    current = document
+    for _ in range(50_000):
+        current["next"] = {}
+        current = current["next"]
+
+    report = validate(document)
+
+    assert [problem.code for problem in report.errors] == ["DOCUMENT_TOO_DEEP"]
+
+
+def test_a_document_over_the_size_limit_is_refused_before_decoding() -> None:
+    assert _refusal_code(b"\xff" * 2_000_000) == "DOCUMENT_TOO_LARGE"
+
+
+def test_thousands_of_nodes_are_refused_with_one_problem() -> None:
+    nodes = [{"id": str(i), "name": str(i)} for i in range(5000)]
+
+    report = validate({"id": "w", "name": "w", "nodes": nodes, "connections": {}})
+
+    assert [problem.code for problem in report.errors] == ["TOO_MANY_NODES"]
+
+
+def test_non_utf8_bytes_are_refused_with_a_code() -> None:
+    assert _refusal_code(b'{"name": "caf\xe9"}') == "INVALID_ENCODING"
+
+
+def test_infinity_is_not_json() -> None:
+    assert _refusal_code('{"a": Infinity}') == "INVALID_JSON"
+
+
+def test_a_long_cycle_of_variables_is_reported_without_recursion() -> None:
+    names = [f"v{i}" for i in range(3000)]
+    variables = {
+        name: {"type": "any", "default": f"{{{{ $vars.{names[(i + 1) % 3000]} }}}}"}
+        for i, name in enumerate(names)
+    }
+
+    report = validate({"id": "w", "name": "w", "nodes": [], "variables": variables})
+
+    assert "CIRCULAR_VARIABLE" in {problem.code for problem in report.errors}
+
+
+def test_a_long_chain_of_nodes_is_validated_without_recursion() -> None:
+    count = 1999
+    nodes = [
+        {
+            "id": f"n{i}",
+            "name": f"N{i}",
+            "type": "trigger.start" if i == 0 else "logic.noop",
+            "typeVersion": 1,
+            "position": [i, 0],
+            "parameters": {},
+        }
+        for i in range(count)
+    ]
+    connections = {
+        f"N{i}": {"main": [[{"node": f"N{i + 1}", "type": "main", "index": 0}]]}
+        for i in range(count - 1)
+    }
+    connections[f"N{count - 1}"] = {
+        "main": [[{"node": "N1", "type": "main", "index": 0}]]
+    }
+
+    report = validate(
+        {"id": "w", "name": "w", "nodes": nodes, "connections": connections}
+    )
+
+    assert [problem.code for problem in report.errors] == ["CYCLE"]
+
+
+def test_a_pathological_pattern_in_a_parameter_is_a_warning_not_a_hang() -> None:
+    document = {
+        "id": "w",
+        "name": "w",
+        "nodes": [
+            {
+                "id": "a",
+                "name": "A",
+                "type": "trigger.start",
+                "typeVersion": 1,
+                "position": [0, 0],
+                "parameters": {},
+            },
+            {
+                "id": "b",
+                "name": "B",
+                "type": "data.set",
+                "typeVersion": 1,
+                "position": [0, 0],
+                "parameters": {"values": {"namePattern": "^(a+)+$"}},
+            },
+        ],
+        "connections": {"A": {"main": [[{"node": "B", "type": "main", "index": 0}]]}},
+    }
+
+    report = validate(document)
+
+    assert report.valid
+    assert [problem.code for problem in report.warnings] == ["CATASTROPHIC_REGEX"]
