@@ -45,11 +45,12 @@ def create_app(
 
 
 def _register_blueprints(app: Flask) -> None:
+    from api.artifacts import artifacts_bp
     from api.auth import auth_bp
     from api.health import health_bp
     from api.jobs import jobs_bp
 
-    for blueprint in (auth_bp, health_bp, jobs_bp):
+    for blueprint in (auth_bp, health_bp, jobs_bp, artifacts_bp):
         app.register_blueprint(blueprint)
 
 

@@ -81,10 +81,15 @@ def test_redis_down_is_a_fast_503(tmp_path):
     settings = Settings(
         redis_url="redis://127.0.0.1:1/0", data_dir=tmp_path, jwt_secret="s" * 32
     )
-    client = create_app(settings).test_client()
+    app = create_app(settings)
+    accounts = app.extensions["packagerepo"].accounts
+    identity = accounts.add_user("ops", "pw", tenant="default", scopes=["read"])
+    auth = {"Authorization": f"Bearer {accounts.issue_token(identity)[0]}"}
 
     started = time.monotonic()
-    response = client.post("/v1/workflows/resolve_latest/execute", json={})
+    response = app.test_client().post(
+        "/v1/workflows/resolve_latest/execute", json={}, headers=auth
+    )
 
     assert_envelope(response, 503, "QUEUE_UNAVAILABLE")
     # Generous bound: the point is "no hang", not speed.
