@@ -1,6 +1,13 @@
 """Workflow documents: parse, normalise, validate, the node registry and the cache.
 
-May import the standard library, jsonschema, and redis (the cache only).
+May import the standard library, jsonschema (with fastjsonschema as a compiled
+fast path for documents that pass), and redis (the cache only).
+
+Entry points: ``parse_document`` (bytes to a normalised dict, or
+``InvalidWorkflow``), ``validate`` (a ``Report`` of coded ``Problem`` values;
+the codes are in ``loader.rules`` and ``docs/validation-rules.md``),
+``Catalog`` (bundled and per-tenant workflow files), ``WorkflowCache`` (the
+two-tier cache) and ``loader.cli.validate_command`` (``packagerepo validate``).
 """
 
 from loader.cache import CachedWorkflow, WorkflowCache
