@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import json
 import operator
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -563,7 +564,7 @@ class ExpressionContext:
 
     ``items_by_node`` is read at evaluation time, so the engine can keep
     adding to it as nodes finish. ``evaluate`` is safe to call from several
-    threads: each call builds its own evaluator.
+    threads: each thread gets its own evaluator.
     """
 
     def __init__(
@@ -578,6 +579,7 @@ class ExpressionContext:
         time_limit: float = EXPRESSION_TIME_LIMIT,
     ) -> None:
         self.time_limit = time_limit
+        self._per_thread = threading.local()
         self._names = {
             **_TRUTHY_NAMES,
             _PREFIX + "node": NodeOutputs(items_by_node),
@@ -586,6 +588,18 @@ class ExpressionContext:
             _PREFIX + "execution": {"id": execution_id, "tenant": tenant},
             _PREFIX + "now": now,
         }
+
+    def _evaluator(self) -> _SandboxEvaluator:
+        """This thread's evaluator for this run, built once (it is not cheap).
+
+        Evaluation never re-enters itself, so one evaluator per thread is
+        enough; a node thread the engine abandoned keeps its own.
+        """
+        evaluator = getattr(self._per_thread, "evaluator", None)
+        if evaluator is None:
+            evaluator = _SandboxEvaluator(dict(self._names), deadline=0.0)
+            self._per_thread.evaluator = evaluator
+        return evaluator
 
     def evaluate(self, value: Any, item: dict[str, Any] | None = None) -> Any:
         """``value`` with every template in it (at any depth) evaluated."""
@@ -615,9 +629,9 @@ class ExpressionContext:
 
     def run(self, source: str, tree: ast.expr, item: dict[str, Any] | None) -> Any:
         """Evaluate one compiled expression; every failure is ExpressionFailed."""
-        names = dict(self._names)
-        names[_PREFIX + "json"] = {} if item is None else item
-        evaluator = _SandboxEvaluator(names, time.monotonic() + self.time_limit)
+        evaluator = self._evaluator()
+        evaluator.names[_PREFIX + "json"] = {} if item is None else item
+        evaluator.deadline = time.monotonic() + self.time_limit
         try:
             value = evaluator.eval(source, previously_parsed=tree)
         except ExpressionFailed:
