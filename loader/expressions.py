@@ -30,6 +30,8 @@ _NODE_REFERENCE = re.compile(
 _VARIABLE_REFERENCE = re.compile(
     r"""\$vars\s*(?:\.\s*(?P<attr>[A-Za-z_]\w*)|\[\s*(?P<q>["'])(?P<key>.*?)(?P=q)\s*\])"""
 )
+_GLUED_DOLLAR = re.compile(r"[\w$]\$")
+_REFUSED_WORDS = re.compile(r"\b(?:lambda|for|await|yield)\b|:=")
 _REFUSED_NODES = (
     ast.Lambda,
     ast.ListComp,
@@ -69,6 +71,26 @@ def syntax_problem(body: str) -> str | None:
     except (RecursionError, MemoryError):
         return "The expression nests too deep to parse."
 
+    if _plainly_safe(body):
+        return None
+    return _refused_construct(tree)
+
+
+def _plainly_safe(body: str) -> bool:
+    """Whether a parsed body cannot hold a refused construct, read from its text.
+
+    Spares the tree walk for the common expression. Without ``_``, ``*`` and
+    the keywords below there can be no private name, starred or refused
+    node; the ``$`` roots are then checked by pattern.
+    """
+    if "_" in body or "*" in body or _REFUSED_WORDS.search(body):
+        return False
+    if _GLUED_DOLLAR.search(body):
+        return False
+    return all(root in ROOTS for root in _DOLLAR_NAME.findall(body))
+
+
+def _refused_construct(tree: ast.AST) -> str | None:
     for node in ast.walk(tree):
         if isinstance(node, _REFUSED_NODES):
             return f"Expressions may not use {type(node).__name__}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loader import Report, parse_document, validate
+from loader.expressions import _plainly_safe, _refused_construct
 from loader.regexes import is_catastrophic
 from packagerepo.errors import InvalidWorkflow, PackageRepoError
 
@@ -241,3 +243,26 @@ def test_a_pathological_pattern_in_a_parameter_is_a_warning_not_a_hang() -> None
 
     assert report.valid
     assert [problem.code for problem in report.warnings] == ["CATASTROPHIC_REGEX"]
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["$json", "$vars", "$env", "$", ".", "a", "_x", "[", "]", "'s'", " ",
+             "+", "*", "(", ")", "lambda", ":", "for", "in", "1", ",", "==", "_"]
+        ),
+        max_size=12,
+    ).map("".join)
+)  # fmt: skip
+def test_the_textual_shortcut_never_passes_what_the_tree_walk_refuses(
+    body: str,
+) -> None:
+    source = body.replace("$", "_dollar_")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except (SyntaxError, ValueError):
+        return
+
+    if _plainly_safe(body):
+        assert _refused_construct(tree) is None
