@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from loader import Problem, Report, parse_document, validate
-from loader.registry import REGISTRY_PATH, registry_from_bytes
+from loader.registry import REGISTRY_PATH, load_registry, registry_from_bytes
+from loader.schema import CompiledSchema
 from packagerepo.errors import InvalidWorkflow, WorkflowValidationFailed
 from tests.loader.conftest import fixture_paths
 
@@ -223,3 +224,14 @@ def test_brackets_inside_strings_do_not_count_towards_depth() -> None:
     document["meta"] = {"text": "[" * 500 + "{" * 500}
 
     assert parse_document(json.dumps(document))["meta"] == document["meta"]
+
+
+@pytest.mark.parametrize("node_type", sorted(load_registry().types))
+def test_every_registry_parameter_schema_is_a_valid_2020_12_schema(
+    node_type: str,
+) -> None:
+    schema = load_registry().get(node_type)["parameters"]
+
+    compiled = CompiledSchema.of(schema)
+
+    assert compiled.validator.schema is schema
