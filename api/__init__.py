@@ -36,10 +36,11 @@ def create_app(
     app.extensions["packagerepo"] = services
     app.extensions["celery"] = make_celery(settings)
 
-    from api import errors, requests
+    from api import errors, metrics, requests
 
     errors.install(app)
     requests.install(app)
+    metrics.install(app)
     _register_blueprints(app)
     return app
 
@@ -49,8 +50,9 @@ def _register_blueprints(app: Flask) -> None:
     from api.auth import auth_bp
     from api.health import health_bp
     from api.jobs import jobs_bp
+    from api.openapi import openapi_bp
 
-    for blueprint in (auth_bp, health_bp, jobs_bp, artifacts_bp):
+    for blueprint in (auth_bp, health_bp, jobs_bp, artifacts_bp, openapi_bp):
         app.register_blueprint(blueprint)
 
 

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
 from api.requests import json_body
-from packagerepo import keys, webhooks
+from packagerepo import keys, metrics, webhooks
 from packagerepo.errors import (
     InvalidRequest,
     NotFound,
@@ -94,6 +94,7 @@ def execute(name: str):
         job_id=job_id,
     )
     _enqueue(tenant, job_id)
+    metrics.job_submitted(name, tenant)
 
     if wait > 0 and _wait_for_end(tenant, job_id, wait):
         return _finished_response(state.jobs.get(tenant, job_id))

@@ -1,11 +1,13 @@
 """The ``packagerepo`` command: run the stack or its parts, manage users,
-validate workflow files."""
+validate workflow files, and talk to a running service (``login``,
+``submit``, ``jobs``; see ``packagerepo.client``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from packagerepo.config import Settings
 
@@ -57,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     add.set_defaults(handler=_user_add)
 
     commands.add_parser("validate", help="validate workflow files (see --help)")
+
+    from packagerepo.client import add_client_commands
+
+    add_client_commands(commands)
     return parser
 
 
@@ -67,15 +73,26 @@ def _run(_arguments: argparse.Namespace) -> int:
 
 
 def _api(arguments: argparse.Namespace) -> int:
+    from packagerepo.metrics import MULTIPROC_ENV, fresh_multiproc_dir
     from packagerepo.stack import gunicorn_command
 
+    # Counts left by an earlier run must not be added to this one's.
+    configured = os.environ.get(MULTIPROC_ENV)
+    directory = fresh_multiproc_dir(Path(configured) if configured else None)
+    os.environ[MULTIPROC_ENV] = str(directory)
     command = gunicorn_command(bind=arguments.bind, workers=arguments.workers)
     os.execvp(command[0], command)
     return 1  # not reached
 
 
 def _worker(arguments: argparse.Namespace) -> int:
+    from packagerepo.metrics import MULTIPROC_ENV, fresh_multiproc_dir
     from packagerepo.stack import worker_command
+
+    # The pool processes count in files the main process can add up; a
+    # directory shared with the API (packagerepo run) is left as it is.
+    if not os.environ.get(MULTIPROC_ENV):
+        os.environ[MULTIPROC_ENV] = str(fresh_multiproc_dir())
 
     command = worker_command(arguments.concurrency, arguments.name)
     os.execvp(command[0], command)

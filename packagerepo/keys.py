@@ -89,3 +89,10 @@ def server_report(worker_name: str) -> str:
 def rate_limit_prefix() -> str:
     """Prefix handed to the rate-limit library for its own counters."""
     return f"{PREFIX}-limits"
+
+
+def celery_queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps a Celery queue's messages in (one per
+    priority step; unprioritised messages sit in the first). Kombu names
+    them, not this service; the metrics read their length."""
+    return [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]

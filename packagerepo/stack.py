@@ -2,9 +2,16 @@
 
 Starts a real ``redis-server`` (unless ``REDIS_URL`` is set), ``WORKERS``
 Celery workers and the API under gunicorn, each in its own process group.
-Ctrl-C or SIGTERM stops them in order (API first so it drains, then the
-workers, then Redis) and leaves no process behind. When any part dies on its
-own, the rest are stopped too and the command exits non-zero.
+Ctrl-C or SIGTERM stops them in order and leaves no process behind: first the
+API, whose gunicorn drains in-flight requests (``--graceful-timeout``), then
+all workers at once, each finishing its running job (Celery's warm shutdown),
+then Redis. Only each part's main process gets the SIGTERM, as ``docker
+stop`` does; the process group gets a SIGKILL if a part outlives its grace
+period. When any part dies on its own, the rest are stopped too and the
+command exits non-zero.
+
+The API and the workers share one ``PROMETHEUS_MULTIPROC_DIR`` (wiped at
+start), so ``GET /metrics`` shows the workers' job and node metrics too.
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ import redis
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
+from packagerepo.metrics import MULTIPROC_ENV, fresh_multiproc_dir
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SECONDS = 20
+API_GRACEFUL_SECONDS = 30
+"""How long gunicorn lets in-flight requests finish after SIGTERM."""
+STOP_GRACE_SECONDS = {"api": API_GRACEFUL_SECONDS + 5, "worker": 120, "redis": 20}
+"""How long each kind of part may take to stop before its group is killed."""
 
 
 def redis_server_binary() -> str:
@@ -76,7 +87,8 @@ def gunicorn_command(bind: str | None = None, workers: int | None = None) -> lis
         sys.executable, "-m", "gunicorn", "api.wsgi:app",
         "--bind", bind, "--workers", str(workers),
         "--worker-class", "gthread", "--threads", os.environ.get("API_THREADS", "32"),
-        "--graceful-timeout", "30", "--timeout", "60", "--keep-alive", "5",
+        "--graceful-timeout", str(API_GRACEFUL_SECONDS), "--timeout", "60",
+        "--keep-alive", "5",
     ]  # fmt: skip
 
 
@@ -94,32 +106,49 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
 
 
 class Stack:
-    """Child processes started in order and stopped in reverse."""
+    """Child processes started in order and stopped in reverse, by kind."""
 
     def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.children: list[tuple[str, str, subprocess.Popen]] = []
 
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def start(
+        self, name: str, command: list[str], env: dict[str, str], kind: str
+    ) -> None:
         log.info("Starting %s.", name)
         process = subprocess.Popen(command, env=env, start_new_session=True)
-        self.children.append((name, process))
+        self.children.append((name, kind, process))
 
     def first_exited(self) -> str | None:
-        for name, process in self.children:
+        for name, _kind, process in self.children:
             if process.poll() is not None:
                 return name
         return None
 
     def stop(self) -> None:
-        """SIGTERM each part in reverse order, then SIGKILL what lingers."""
-        for name, process in reversed(self.children):
+        """Stop each kind of part in reverse start order, a kind at a time."""
+        kinds: list[str] = []
+        for _name, kind, _process in reversed(self.children):
+            if kind not in kinds:
+                kinds.append(kind)
+        for kind in kinds:
+            self._stop_kind(kind)
+
+    def _stop_kind(self, kind: str) -> None:
+        """SIGTERM every part of ``kind``, wait, then SIGKILL what lingers."""
+        parts = [(n, p) for n, k, p in self.children if k == kind]
+        for name, process in parts:
             if process.poll() is None:
                 log.info("Stopping %s.", name)
-                _signal_group(process, signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    log.warning("%s did not stop in time; killing it.", name)
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+
+        deadline = time.monotonic() + STOP_GRACE_SECONDS.get(kind, 20)
+        for name, process in parts:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it.", name)
+            # Pool processes or gunicorn workers left behind go with the group.
             _signal_group(process, signal.SIGKILL)
             process.wait()
 
@@ -134,6 +163,8 @@ def run_stack() -> int:
     configure_logging(settings.log_format, settings.log_level)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
+    metrics_dir = os.environ.get(MULTIPROC_ENV) or settings.data_dir / "metrics"
+    env[MULTIPROC_ENV] = str(fresh_multiproc_dir(Path(metrics_dir)))
 
     stack = Stack()
     stopping = False
@@ -161,19 +192,17 @@ def run_stack() -> int:
 def _start_parts(stack: Stack, settings: Settings, env: dict[str, str]) -> None:
     if "REDIS_URL" not in os.environ:
         port = int(os.environ.get("REDIS_PORT", "6379"))
-        stack.start(
-            "redis-server", redis_command(port, settings.data_dir / "redis"), env
-        )
+        command = redis_command(port, settings.data_dir / "redis")
+        stack.start("redis-server", command, env, "redis")
         env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     wait_for_redis(env["REDIS_URL"])
 
     seeded = Accounts(settings).ensure_admin()
     for index in range(int(os.environ.get("WORKERS", "1"))):
-        stack.start(
-            f"worker {index + 1}", worker_command(1, f"worker{index + 1}@%h"), env
-        )
+        command = worker_command(1, f"worker{index + 1}@%h")
+        stack.start(f"worker {index + 1}", command, env, "worker")
     bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
-    stack.start("api", gunicorn_command(bind=bind), env)
+    stack.start("api", gunicorn_command(bind=bind), env, "api")
     _print_welcome(bind, seeded)
 
 

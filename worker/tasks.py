@@ -3,15 +3,25 @@
 ``execute`` runs one whole workflow execution for a job id. When a worker
 process starts it builds its runner, starts the lease reaper and runs the
 ``server`` start-up workflow, whose report ``/health/ready`` shows.
+
+Shutdown: SIGTERM to the worker's main process is Celery's warm shutdown, so
+the job a pool process runs is finished before the worker exits. A pool
+process that dies anyway (SIGKILL, or SIGTERM sent to the whole process
+group) leaves its job's lease to lapse; a reaper then hands the job back to
+the queue. Either way no job is lost or left ``running``.
+
+With ``WORKER_METRICS_PORT`` set, the main process serves the metrics of all
+its pool processes on that port (``packagerepo.metrics``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from packagerepo import webhooks
+from packagerepo import metrics, webhooks
 from packagerepo.errors import PackageRepoError
 from packagerepo.logs import log_context
 from worker.celery_app import (
@@ -27,6 +37,16 @@ from worker.runner import current_runner
 log = logging.getLogger(__name__)
 
 _reaper: Reaper | None = None
+
+
+class CountingReaper(Reaper):
+    """The lease reaper, counting the jobs it acts on."""
+
+    def reap_once(self) -> int:
+        acted = super().reap_once()
+        if acted:
+            metrics.LEASES_REAPED.inc(acted)
+        return acted
 
 
 def _enqueue(job_id: str) -> None:
@@ -89,7 +109,7 @@ def _public(job: dict) -> dict:
 def _start_process(**_kwargs: object) -> None:
     global _reaper
     runner = current_runner(_enqueue, _send_webhook)
-    _reaper = Reaper(runner.services, _enqueue, _send_webhook)
+    _reaper = CountingReaper(runner.services, _enqueue, _send_webhook)
     _reaper.start()
     log.info("Worker process %s is ready.", runner.worker_name)
 
@@ -98,3 +118,15 @@ def _start_process(**_kwargs: object) -> None:
 def _stop_process(**_kwargs: object) -> None:
     if _reaper is not None:
         _reaper.stop()
+
+
+@worker_init.connect
+def _serve_metrics(**_kwargs: object) -> None:
+    port = os.environ.get("WORKER_METRICS_PORT")
+    directory = metrics.multiproc_dir()
+    if not port:
+        return
+    if directory is None:
+        log.warning("WORKER_METRICS_PORT needs PROMETHEUS_MULTIPROC_DIR; not serving.")
+        return
+    metrics.serve_worker_metrics(int(port), directory)

@@ -1,0 +1,59 @@
+"""``GET /metrics`` in the Prometheus text format, and the request timing
+behind it.
+
+Every request is counted by method, Flask rule (``/v1/jobs/<job_id>``, never
+the raw path) and status, and timed. The scrape adds what is read live: the
+depth of the Celery queue. With
+``PROMETHEUS_MULTIPROC_DIR`` shared with the workers (as ``packagerepo run``
+does) the workers' job and node metrics appear here too.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+
+from api import services
+from packagerepo import keys, metrics
+from worker.celery_app import QUEUE
+
+metrics_bp = Blueprint("metrics", __name__)
+
+
+@metrics_bp.get("/metrics")
+def scrape():
+    state = services()
+    depth = metrics.QueueDepthCollector(QUEUE, lambda: _queue_depth(state.redis))
+    return Response(metrics.exposition([depth]), content_type=metrics.CONTENT_TYPE)
+
+
+def _queue_depth(client) -> int:
+    with client.pipeline(transaction=False) as pipe:
+        for name in keys.celery_queue_lists(QUEUE):
+            pipe.llen(name)
+        return sum(pipe.execute())
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.pop("metrics_started", None)
+    if started is not None:
+        rule = request.url_rule.rule if request.url_rule else None
+        elapsed = time.perf_counter() - started
+        metrics.observe_request(request.method, rule, response.status_code, elapsed)
+    # The cache keeps running totals; counting their growth per request keeps
+    # every gunicorn process's lookups in the sum, not only the scraped one's.
+    if "cache" in services().__dict__:
+        metrics.sync_cache_stats(services().cache)
+    return response
+
+
+def install(app: Flask) -> None:
+    """Time every request of ``app`` and serve ``/metrics``."""
+    app.before_request(_start_timer)
+    app.after_request(_observe)
+    app.register_blueprint(metrics_bp)
