@@ -51,8 +51,10 @@ def _register_blueprints(app: Flask) -> None:
     from api.health import health_bp
     from api.jobs import jobs_bp
     from api.openapi import openapi_bp
+    from api.workflows import workflows_bp
 
-    for blueprint in (auth_bp, health_bp, jobs_bp, artifacts_bp, openapi_bp):
+    blueprints = (auth_bp, health_bp, jobs_bp, artifacts_bp, openapi_bp, workflows_bp)
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
 
 
