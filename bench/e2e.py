@@ -1,0 +1,323 @@
+"""The end-to-end phases: the floor, raw Redis, executions over HTTP,
+submission alone, the worker-side drain rate, scaling and memory.
+
+Each phase takes a running ``BenchStack`` and returns plain dicts that go
+into the results JSON as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from bench.floor_app import FLOOR_QUEUE, NOOP_IGNORED_TASK, NOOP_TASK, make_floor_app
+from bench.measure import Sample, closed_loop, paced, wait_drained
+from bench.stack import BenchStack
+from worker.celery_app import QUEUE
+
+log = logging.getLogger(__name__)
+
+TENANT = "default"
+RESOLVE_INPUT = {"namespace": "bench", "name": "tool"}
+WAIT_WORKFLOW = "bench_wait"
+WAIT_MILLISECONDS = 50
+POLL_INTERVAL_SECONDS = 0.005
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how much each phase measures."""
+
+    cell_seconds: float
+    concurrencies: tuple[int, ...]
+    redis_round_trips: int
+    floor_drain_tasks: int
+    submit_burst_seconds: float
+    paced_submit_seconds: float
+    paced_submit_rate: float
+    scaling_jobs_per_worker: int
+    scaling_workers: tuple[int, ...]
+    memory_baseline: int
+    memory_executions: int
+
+
+FULL = Plan(5.0, (1, 4, 16), 5000, 3000, 5.0, 10.0, 100.0, 60, (1, 2, 4), 100, 10_000)
+QUICK = Plan(1.0, (1, 4, 16), 1000, 600, 1.0, 3.0, 100.0, 20, (1, 2, 4), 100, 2_000)
+
+
+class ApiClient:
+    """One client thread's session against the bench API."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def execute(self, workflow: str, body: dict, wait: float = 0) -> dict:
+        url = f"{self.base_url}/v1/workflows/{workflow}/execute"
+        if wait:
+            url += f"?wait={wait:g}"
+        response = self.session.post(url, json=body, timeout=60)
+        if response.status_code not in (200, 202):
+            raise RuntimeError(f"Execute answered {response.status_code}.")
+        return response.json()
+
+    def execute_wait(self) -> None:
+        answer = self.execute("resolve_latest", RESOLVE_INPUT, wait=10)
+        if answer.get("result") is None:
+            raise RuntimeError("The execution did not end within the wait.")
+
+    def execute_poll(self) -> None:
+        job_id = self.execute("resolve_latest", RESOLVE_INPUT)["job"]["id"]
+        while True:
+            response = self.session.get(f"{self.base_url}/v1/jobs/{job_id}", timeout=10)
+            if response.json()["job"]["status"] in TERMINAL:
+                return
+            time.sleep(POLL_INTERVAL_SECONDS)
+
+    def execute_sse(self) -> None:
+        job_id = self.execute("resolve_latest", RESOLVE_INPUT)["job"]["id"]
+        url = f"{self.base_url}/v1/jobs/{job_id}/events"
+        with self.session.get(url, stream=True, timeout=30) as response:
+            for line in response.iter_lines():
+                if line == b"event: done":
+                    return
+        raise RuntimeError("The event stream ended without a done event.")
+
+    def submit(self, workflow: str = "resolve_latest") -> None:
+        body = RESOLVE_INPUT if workflow == "resolve_latest" else {}
+        self.execute(workflow, body)
+
+
+def login(base_url: str) -> str:
+    response = requests.post(
+        f"{base_url}/auth/login",
+        json={"username": "admin", "password": "admin"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["token"]
+
+
+def publish_artifact(client: ApiClient) -> None:
+    """One artifact, so resolve_latest has something to resolve."""
+    url = f"{client.base_url}/v1/bench/tool/1.0.0/any/blob"
+    response = client.session.put(url, data=b"bench artifact\n", timeout=30)
+    if response.status_code not in (200, 201):
+        raise RuntimeError(f"Publishing answered {response.status_code}.")
+
+
+def register_wait_workflow(client: ApiClient, stack: BenchStack) -> None:
+    """The scaling workflow, through the API when it takes tenant workflows."""
+    document = wait_workflow()
+    url = f"{client.base_url}/v1/workflows/{WAIT_WORKFLOW}"
+    response = client.session.put(url, json=document, timeout=30)
+    if response.status_code in (200, 201):
+        return
+    if response.status_code not in (404, 405):
+        raise RuntimeError(f"Registering answered {response.status_code}.")
+
+    from loader import Catalog
+    from packagerepo.services import BUNDLED_WORKFLOWS
+
+    catalog = Catalog(BUNDLED_WORKFLOWS, stack.directory / "data")
+    catalog.save(TENANT, WAIT_WORKFLOW, document)
+
+
+def wait_workflow() -> dict[str, Any]:
+    """Start, a 50 ms wait, respond: almost all of its time is the wait."""
+
+    def node(name: str, node_type: str, x: int, **parameters: Any) -> dict:
+        return {
+            "id": name.lower(),
+            "name": name,
+            "type": node_type,
+            "typeVersion": 1,
+            "position": [x, 0],
+            "parameters": parameters,
+        }
+
+    def link(target: str) -> dict:
+        return {"main": [[{"node": target, "type": "main", "index": 0}]]}
+
+    return {
+        "id": WAIT_WORKFLOW,
+        "name": WAIT_WORKFLOW,
+        "nodes": [
+            node("Start", "trigger.start", 0),
+            node("Pause", "logic.wait", 200, milliseconds=WAIT_MILLISECONDS),
+            node("Answer", "respond.json", 400, body={"waited": WAIT_MILLISECONDS}),
+        ],
+        "connections": {"Start": link("Pause"), "Pause": link("Answer")},
+        "settings": {"scope": "read"},
+    }
+
+
+def redis_round_trips(stack: BenchStack, count: int) -> dict[str, Any]:
+    """Sequential PING, SET and GET from redis-py: the network floor."""
+    client = stack.redis
+    commands: dict[str, Callable[[], Any]] = {
+        "PING": client.ping,
+        "SET": lambda: client.set("bench:key", "value"),
+        "GET": lambda: client.get("bench:key"),
+    }
+    results = {}
+    for name, command in commands.items():
+        sample = Sample()
+        began = time.perf_counter()
+        for _ in range(count):
+            start = time.perf_counter()
+            command()
+            sample.latencies.append(time.perf_counter() - start)
+        sample.elapsed = time.perf_counter() - began
+        results[name] = sample.summary()
+    return results
+
+
+def floor_round_trips(stack: BenchStack, plan: Plan) -> dict[str, Any]:
+    """A no-op task sent and its result awaited, at each concurrency."""
+
+    def make_client() -> Any:
+        return make_floor_app(stack.redis_url)
+
+    def round_trip(app: Any) -> None:
+        app.send_task(NOOP_TASK, queue=FLOOR_QUEUE).get(timeout=30)
+
+    warm = make_client()
+    for _ in range(20):
+        round_trip(warm)
+    return {
+        str(concurrency): closed_loop(
+            make_client,
+            round_trip,
+            concurrency=concurrency,
+            seconds=plan.cell_seconds,
+        ).summary()
+        for concurrency in plan.concurrencies
+    }
+
+
+def floor_drain(stack: BenchStack, plan: Plan) -> dict[str, Any]:
+    """No-op tasks (no result stored) queued while the floor workers are
+    paused, then drained: the worker side of the floor."""
+    app = make_floor_app(stack.redis_url)
+    stack.pause(stack.floor_workers)
+    for _ in range(plan.floor_drain_tasks):
+        app.send_task(NOOP_IGNORED_TASK, queue=FLOOR_QUEUE)
+    return _drain(stack, stack.floor_workers, FLOOR_QUEUE, plan.floor_drain_tasks)
+
+
+def _drain(stack: BenchStack, workers: list, queue: str, count: int) -> dict:
+    began = time.perf_counter()
+    stack.resume(workers)
+    ended = wait_drained(stack.redis, queue)
+    seconds = ended - began
+    return {
+        "tasks": count,
+        "workers": len(workers),
+        "seconds": round(seconds, 3),
+        "per_second": round(count / seconds, 1),
+    }
+
+
+def end_to_end(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
+    """resolve_latest over HTTP, awaited three ways, at each concurrency."""
+    modes = {
+        "wait": ApiClient.execute_wait,
+        "poll": ApiClient.execute_poll,
+        "sse": ApiClient.execute_sse,
+    }
+    results: dict[str, Any] = {}
+    for mode, operation in modes.items():
+        results[mode] = {}
+        for concurrency in plan.concurrencies:
+            sample = closed_loop(
+                lambda: ApiClient(stack.base_url, token),
+                operation,
+                concurrency=concurrency,
+                seconds=plan.cell_seconds,
+            )
+            results[mode][str(concurrency)] = sample.summary()
+            log.info("%s at %d: %.0f/s.", mode, concurrency, sample.rate)
+    return results
+
+
+def submission(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
+    """Execute requests the API accepts with the workers paused (so only
+    the API and Redis work), as fast as it goes and at a fixed rate; then
+    the queued jobs are drained, which times the workers alone."""
+
+    def make_client() -> ApiClient:
+        return ApiClient(stack.base_url, token)
+
+    stack.pause(stack.workers)
+    burst = closed_loop(
+        make_client,
+        ApiClient.submit,
+        concurrency=max(plan.concurrencies),
+        seconds=plan.submit_burst_seconds,
+    )
+    steady = paced(
+        make_client,
+        ApiClient.submit,
+        rate=plan.paced_submit_rate,
+        seconds=plan.paced_submit_seconds,
+    )
+    queued = len(burst.latencies) + len(steady.latencies)
+    return {
+        "max_rate": burst.summary(),
+        "fixed_rate": {"target_per_second": plan.paced_submit_rate, **steady.summary()},
+        "worker_drain": _drain(stack, stack.workers, QUEUE, queued),
+    }
+
+
+def scaling(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
+    """The 50 ms wait workflow drained by 1, 2 and 4 worker processes."""
+    client = ApiClient(stack.base_url, token)
+    results: dict[str, Any] = {}
+    for workers in plan.scaling_workers:
+        stack.set_worker_count(workers)
+        jobs = plan.scaling_jobs_per_worker * workers
+        stack.pause(stack.workers)
+        for _ in range(jobs):
+            client.submit(WAIT_WORKFLOW)
+        results[str(workers)] = _drain(stack, stack.workers, QUEUE, jobs)
+
+    single = results[str(plan.scaling_workers[0])]["per_second"]
+    for workers, row in results.items():
+        row["efficiency"] = round(row["per_second"] / (int(workers) * single), 3)
+    return results
+
+
+def executions(stack: BenchStack, token: str, count: int, concurrency: int) -> Sample:
+    """Exactly ``count`` awaited executions from ``concurrency`` threads."""
+    return closed_loop(
+        lambda: ApiClient(stack.base_url, token),
+        ApiClient.execute_wait,
+        concurrency=concurrency,
+        seconds=3600.0,
+        total=count,
+    )
+
+
+def memory_snapshot(stack: BenchStack) -> dict[str, int]:
+    """RSS in bytes of the API's processes and of the first worker's."""
+    return {**stack.api_rss(), **stack.workers[0].rss()}
+
+
+def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    rows = {}
+    for name, size in after.items():
+        if name in before:
+            rows[name] = {
+                "before_mib": round(before[name] / 2**20, 1),
+                "after_mib": round(size / 2**20, 1),
+                "growth": round(size / before[name] - 1, 3),
+            }
+    return rows
