@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
@@ -28,12 +30,17 @@ BUNDLED_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
 def redis_client(url: str) -> redis.Redis:
-    """A client that fails fast when Redis is down instead of hanging."""
+    """A client that fails fast when Redis is down instead of hanging.
+
+    One quick retry rides over a dropped connection; more would turn an
+    outage into many seconds of waiting per request before the 503.
+    """
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=1.0,
         socket_timeout=5.0,
         health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
     )
 
 
