@@ -61,7 +61,8 @@ def test_the_live_api_keeps_to_its_spec(app, worker, make_user):
     for operation in operations:
         conforms(operation, headers)
 
-    assert len(operations) == len(routes(app))
+    # Every route was exercised; schemathesis leaves out the schema's own URL.
+    assert len(operations) == len(routes(app)) - 1
 
 
 def conforms(operation, headers: dict[str, str]) -> None:
