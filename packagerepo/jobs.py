@@ -297,7 +297,11 @@ class JobStore:
             tenant,
             job_id,
             JobStatus.CANCELLED,
-            error={"code": "CANCELLED", "message": "The job was cancelled."},
+            error={
+                "code": "CANCELLED",
+                "message": "The job was cancelled.",
+                "status": 409,
+            },
         ):
             self.publish(tenant, job_id, "done", {"status": "cancelled"})
             return JobStatus.CANCELLED.value

@@ -139,9 +139,79 @@ def test_cancel_stops_a_running_job_between_nodes(client, auth, workflows, worke
     assert response.get_json()["outcome"] in {"cancelling", "cancelled"}
     job = wait_for_status(client, auth, job_id, {"cancelled", "succeeded", "failed"})
     assert job["status"] == "cancelled"
+    assert job["error"]["code"] == "CANCELLED"
     assert "Answer" not in [
         n["name"] for n in job["nodes"] if n["status"] == "succeeded"
     ]
+
+
+def test_wait_on_a_job_cancelled_while_running_answers_409_cancelled(
+    client, auth, workflows, worker, app
+):
+    import threading
+
+    submitted = []
+
+    def cancel_when_running() -> None:
+        while not submitted:
+            time.sleep(0.01)
+        wait_for_status(client, auth, submitted[0], {"running"})
+        client.post(f"/v1/jobs/{submitted[0]}/cancel", headers=auth)
+
+    canceller = threading.Thread(target=cancel_when_running)
+    canceller.start()
+    jobs = app.extensions["packagerepo"].jobs
+    original = jobs.create
+
+    def remember(**fields):
+        job = original(**fields)
+        submitted.append(job["id"])
+        return job
+
+    jobs.create = remember
+    try:
+        response = submit(client, auth, "slow", {"ms": 3000}, "?wait=20")
+    finally:
+        jobs.create = original
+        canceller.join()
+
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "CANCELLED"
+
+
+def test_progress_is_complete_when_a_respond_node_ends_the_run(
+    client, app, auth, tenant, worker
+):
+    from tests.conftest import node
+
+    document = {
+        "id": "early",
+        "name": "early",
+        "nodes": [
+            node("Start", "trigger.start", 0),
+            node("Check", "logic.if", 200, condition="{{ $json.go }}"),
+            node("Yes", "respond.json", 400, body={"went": True}),
+            node("No", "logic.noop", 400),
+            node("After", "respond.json", 600, body={"went": False}),
+        ],
+        "connections": {
+            "Start": {"main": [[{"node": "Check", "type": "main", "index": 0}]]},
+            "Check": {
+                "main": [
+                    [{"node": "Yes", "type": "main", "index": 0}],
+                    [{"node": "No", "type": "main", "index": 0}],
+                ]
+            },
+            "No": {"main": [[{"node": "After", "type": "main", "index": 0}]]},
+        },
+        "settings": {"scope": "read"},
+    }
+    app.extensions["packagerepo"].catalog.save(tenant, "early", document)
+
+    response = submit(client, auth, "early", {"go": True}, "?wait=20")
+
+    progress = response.get_json()["job"]["progress"]
+    assert progress["done"] == progress["total"] == 5
 
 
 def test_cancelling_an_ended_job_is_a_conflict(client, auth, workflows, worker):

@@ -664,7 +664,8 @@ class _Run:
             result=ending.result if ending.status == RunStatus.SUCCEEDED else None,
             error=ending.error,
             nodes=[self.records[name] for name in self.graph.order],
-            progress=self._progress(),
+            # Every node has settled (ran, skipped or not run): the bar is full.
+            progress={"done": len(self.graph.order), "total": len(self.graph.order)},
             http_status=ending.http_status,
         )
 

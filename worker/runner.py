@@ -26,6 +26,7 @@ from packagerepo.services import Services
 log = logging.getLogger(__name__)
 
 DEFER_PAUSE_SECONDS = 0.05
+CANCELLED = {"code": "CANCELLED", "message": "The job was cancelled.", "status": 409}
 
 
 class LeaseKeeper:
@@ -141,9 +142,12 @@ class JobRunner:
             error = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
             return JobStatus.FAILED, {"error": error}
 
+        error = outcome.error
+        if outcome.status == JobStatus.CANCELLED and error is None:
+            error = CANCELLED
         fields = {
             "result": outcome.result,
-            "error": outcome.error,
+            "error": error,
             "nodes": outcome.nodes,
             "progress": outcome.progress,
         }
