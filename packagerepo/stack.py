@@ -89,6 +89,9 @@ def gunicorn_command(bind: str | None = None, workers: int | None = None) -> lis
         "--worker-class", "gthread", "--threads", os.environ.get("API_THREADS", "32"),
         "--graceful-timeout", str(API_GRACEFUL_SECONDS), "--timeout", "60",
         "--keep-alive", "5",
+        # Several stacks may run on one machine; a shared control socket
+        # under $HOME would be fought over.
+        "--no-control-socket",
     ]  # fmt: skip
 
 
@@ -203,7 +206,14 @@ def _start_parts(stack: Stack, settings: Settings, env: dict[str, str]) -> None:
         stack.start(f"worker {index + 1}", command, env, "worker")
     bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
     stack.start("api", gunicorn_command(bind=bind), env, "api")
-    _print_welcome(bind, seeded)
+    _print_welcome(bind, seeded or _default_password(settings))
+
+
+def _default_password(settings: Settings) -> str | None:
+    """The password to show when admin was seeded on an earlier start."""
+    if settings.development and not settings.admin_password:
+        return "admin"
+    return None
 
 
 def _print_welcome(bind: str, seeded_password: str | None) -> None:
