@@ -76,6 +76,12 @@ class ServiceClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.session.close()
+
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.session.request(
@@ -179,7 +185,8 @@ def _client(arguments: argparse.Namespace, *, token: bool = True) -> ServiceClie
 
 def login_command(arguments: argparse.Namespace) -> int:
     password = os.environ.get(arguments.password_env) or getpass.getpass()
-    answer = _client(arguments, token=False).login(arguments.username, password)
+    with _client(arguments, token=False) as client:
+        answer = client.login(arguments.username, password)
     path = store_token(answer["token"])
     user = answer["user"]
     print(
@@ -191,13 +198,13 @@ def login_command(arguments: argparse.Namespace) -> int:
 
 
 def submit_command(arguments: argparse.Namespace) -> int:
-    client = _client(arguments)
-    job = client.submit(arguments.workflow, _read_input(arguments.input))
-    if not arguments.wait:
-        print(json.dumps({"id": job["id"], "status": job["status"]}))
-        return 0
+    with _client(arguments) as client:
+        job = client.submit(arguments.workflow, _read_input(arguments.input))
+        if not arguments.wait:
+            print(json.dumps({"id": job["id"], "status": job["status"]}))
+            return 0
+        ended = follow(client, job["id"], sys.stderr)
 
-    ended = follow(client, job["id"], sys.stderr)
     if ended["status"] == "succeeded":
         print(json.dumps(ended.get("result"), indent=2))
         return 0
@@ -206,9 +213,10 @@ def submit_command(arguments: argparse.Namespace) -> int:
 
 
 def jobs_command(arguments: argparse.Namespace) -> int:
-    found = _client(arguments).jobs(
-        limit=arguments.limit, status=arguments.status, workflow=arguments.workflow
-    )
+    with _client(arguments) as client:
+        found = client.jobs(
+            limit=arguments.limit, status=arguments.status, workflow=arguments.workflow
+        )
     if arguments.json:
         print(json.dumps(found, indent=2))
         return 0
