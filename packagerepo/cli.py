@@ -99,16 +99,36 @@ def _worker(arguments: argparse.Namespace) -> int:
     return 1  # not reached
 
 
-def _user_add(arguments: argparse.Namespace) -> int:
+def read_password(env_name: str) -> str | None:
+    """The password from ``env_name``, else a prompt; None without a terminal."""
     import getpass
 
+    password = os.environ.get(env_name)
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        print(
+            f"error: no terminal to ask for a password; set {env_name}.",
+            file=sys.stderr,
+        )
+        return None
+    try:
+        return getpass.getpass()
+    except (EOFError, KeyboardInterrupt):
+        return None
+
+
+def _user_add(arguments: argparse.Namespace) -> int:
     from packagerepo.accounts import Accounts
     from packagerepo.errors import PackageRepoError
 
-    password = os.environ.get(arguments.password_env) or getpass.getpass()
+    password = read_password(arguments.password_env)
+    if password is None:
+        return 2
+    settings = Settings.from_env()
     scopes = [scope.strip() for scope in arguments.scopes.split(",") if scope.strip()]
     try:
-        identity = Accounts(Settings.from_env()).add_user(
+        identity = Accounts(settings).add_user(
             arguments.username,
             password,
             tenant=arguments.tenant,
@@ -118,7 +138,10 @@ def _user_add(arguments: argparse.Namespace) -> int:
     except PackageRepoError as error:
         print(f"error: {error.code}: {error.message}", file=sys.stderr)
         return 1
-    print(f"User {identity.username} can now log in to tenant {identity.tenant}.")
+    print(
+        f"User {identity.username} can now log in to tenant {identity.tenant} "
+        f"(stored under {settings.data_dir})."
+    )
     return 0
 
 
