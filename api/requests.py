@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Any
 
 from flask import Flask, Response, g, request
 
+from loader.document import load_json
 from packagerepo.errors import InvalidRequest, UnsupportedMediaType
 from packagerepo.logs import log_context
 
@@ -26,13 +26,14 @@ def json_body(*, default: Any = None) -> Any:
         return default
     if not request.is_json:
         raise UnsupportedMediaType("The body must be application/json.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidRequest("The body is not valid JSON.")
-    if json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidRequest(f"The body is nested deeper than {MAX_JSON_DEPTH}.")
-    return body
+    # The same strict reading as workflow documents: no duplicate keys, no
+    # NaN or Infinity, depth checked before the recursive parser runs.
+    return load_json(
+        raw,
+        max_bytes=len(raw),
+        max_depth=MAX_JSON_DEPTH,
+        failure=InvalidRequest,
+    )
 
 
 def json_object(*, default: dict | None = None) -> dict[str, Any]:
@@ -40,20 +41,6 @@ def json_object(*, default: dict | None = None) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")
     return body
-
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value, without recursion."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        current, depth = stack.pop()
-        if isinstance(current, dict):
-            current = list(current.values())
-        if isinstance(current, list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in current)
-    return deepest
 
 
 def _start_request() -> None:

@@ -10,12 +10,13 @@ carry the specific rule code.
 from __future__ import annotations
 
 import json
+import math
 import re
 from itertools import accumulate
 from typing import Any
 
 from loader.problems import Problem, error, warning
-from packagerepo.errors import InvalidWorkflow
+from packagerepo.errors import InvalidWorkflow, PackageRepoError
 
 MAX_BYTES = 1_048_576
 MAX_DEPTH = 64
@@ -45,10 +46,7 @@ def parse_document(
     max_depth: int = MAX_DEPTH,
 ) -> dict:
     """Parse and normalise a workflow document, or raise ``InvalidWorkflow``."""
-    text = _decode(raw, max_bytes)
-    _check_depth_of_text(text, max_depth)
-    parsed = _loads(text)
-
+    parsed = load_json(raw, max_bytes=max_bytes, max_depth=max_depth)
     if not isinstance(parsed, dict):
         _refuse("NOT_AN_OBJECT", "The top level of a workflow must be an object.")
 
@@ -58,9 +56,42 @@ def parse_document(
     return document
 
 
+def load_json(
+    raw: bytes | str,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_depth: int = MAX_DEPTH,
+    failure: type[PackageRepoError] = InvalidWorkflow,
+) -> Any:
+    """Strict JSON: size, UTF-8 and depth checked first; no duplicate keys,
+    no NaN, Infinity or numbers too large for a float.
+
+    Refusals raise ``failure`` (``InvalidWorkflow`` by default; the API uses
+    ``InvalidRequest`` for request bodies) with the rule code in details.
+    """
+    try:
+        text = _decode(raw, max_bytes)
+        _check_depth_of_text(text, max_depth)
+        return _loads(text)
+    except _Refusal as refusal:
+        problem = error(refusal.code, [], refusal.message)
+        raise failure(refusal.message, details=[problem.to_dict()])
+
+
+class _Refusal(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def _refuse(code: str, message: str) -> None:
     problem = error(code, [], message)
     raise InvalidWorkflow(message, details=[problem.to_dict()])
+
+
+def _refuse_input(code: str, message: str) -> None:
+    raise _Refusal(code, message)
 
 
 def _decode(raw: bytes | str, max_bytes: int) -> str:
@@ -68,7 +99,7 @@ def _decode(raw: bytes | str, max_bytes: int) -> str:
         len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
     )
     if size > max_bytes:
-        _refuse(
+        _refuse_input(
             "DOCUMENT_TOO_LARGE",
             f"The document is {size} bytes; the limit is {max_bytes}.",
         )
@@ -77,7 +108,7 @@ def _decode(raw: bytes | str, max_bytes: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        _refuse(
+        _refuse_input(
             "INVALID_ENCODING",
             f"The document is not UTF-8 (bad byte at offset {exc.start}).",
         )
@@ -94,7 +125,7 @@ def _check_depth_of_text(text: str, max_depth: int) -> None:
         return
     depth = max(accumulate(_BRACKET_DELTA[char] for char in brackets))
     if depth > max_depth:
-        _refuse(
+        _refuse_input(
             "DOCUMENT_TOO_DEEP",
             f"The document nests {depth} levels deep; the limit is {max_depth}.",
         )
@@ -106,15 +137,18 @@ def _loads(text: str) -> Any:
             text,
             object_pairs_hook=_object_without_duplicates,
             parse_constant=_refuse_constant,
+            parse_float=_finite_float,
         )
     except _DuplicateKey as exc:
-        _refuse("DUPLICATE_KEY", f"The key {exc.key!r} appears twice in one object.")
+        _refuse_input(
+            "DUPLICATE_KEY", f"The key {exc.key!r} appears twice in one object."
+        )
     except _NonStandardNumber as exc:
-        _refuse("INVALID_JSON", f"{exc.literal} is not a JSON number.")
+        _refuse_input("INVALID_JSON", f"{exc.literal} is not a JSON number.")
     except RecursionError:
-        _refuse("DOCUMENT_TOO_DEEP", "The document nests too deep to parse.")
+        _refuse_input("DOCUMENT_TOO_DEEP", "The document nests too deep to parse.")
     except ValueError as exc:
-        _refuse("INVALID_JSON", f"The document is not JSON: {exc}.")
+        _refuse_input("INVALID_JSON", f"The document is not JSON: {exc}.")
     raise AssertionError("unreachable")
 
 
@@ -143,6 +177,13 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(literal: str) -> Any:
     raise _NonStandardNumber(literal)
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise _NonStandardNumber(literal)
+    return number
 
 
 def depth_of(value: Any, limit: int) -> int:
