@@ -47,7 +47,7 @@ def resolve_identity(*, required: bool = True) -> Identity | None:
     if not identity.is_admin:
         raise TenantMismatch("X-Tenant-ID does not match the token's tenant.")
 
-    from packagerepo.accounts import check_tenant
+    from packagerepo.tenants import check_tenant
 
     return Identity(identity.username, check_tenant(wanted), identity.scopes)
 

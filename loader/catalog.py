@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 from loader.document import parse_document
 from packagerepo.errors import Forbidden, InvalidRequest, WorkflowNotFound
+from packagerepo.tenants import check_tenant
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
-TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 Source = Literal["bundled", "tenant"]
 
 
@@ -32,12 +32,6 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidRequest("A workflow name must match ^[a-z0-9][a-z0-9_-]{0,63}$.")
     return name
-
-
-def check_tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
-        raise InvalidRequest("The tenant name is not acceptable.")
-    return tenant
 
 
 class Catalog:

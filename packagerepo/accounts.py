@@ -25,12 +25,12 @@ import jwt
 
 from packagerepo.config import Settings
 from packagerepo.errors import AlreadyExists, InvalidRequest, Unauthorized
+from packagerepo.tenants import check_tenant, is_tenant
 
 log = logging.getLogger(__name__)
 
 SCOPES = ("read", "write", "admin")
-USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 REQUIRED_CLAIMS = ["sub", "tenant", "scopes", "iat", "exp", "iss"]
 BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
 # A hash to compare against when the user does not exist, so an unknown name
@@ -72,13 +72,6 @@ def check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(scopes))
 
 
-def check_tenant(tenant: str) -> str:
-    """The tenant name, checked against the allowed pattern."""
-    if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
-        raise InvalidRequest("Tenant names match ^[a-z0-9][a-z0-9._-]{0,63}$.")
-    return tenant
-
-
 def jwt_secret(settings: Settings) -> str:
     """The signing secret: JWT_SECRET, or a per-DATA_DIR one in development.
 
@@ -116,7 +109,7 @@ class Accounts:
         self._secret = jwt_secret(settings)
 
     def _user_path(self, username: str) -> Path:
-        if not USERNAME_PATTERN.match(username):
+        if not isinstance(username, str) or not USERNAME_PATTERN.fullmatch(username):
             raise InvalidRequest("Usernames match ^[a-z0-9][a-z0-9._-]{0,63}$.")
         return self.users_dir / f"{username}.json"
 
@@ -224,8 +217,7 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
     valid = (
         isinstance(scopes, list)
         and all(scope in SCOPES for scope in scopes)
-        and isinstance(tenant, str)
-        and TENANT_PATTERN.match(tenant)
+        and is_tenant(tenant)
         and isinstance(subject, str)
     )
     if not valid:

@@ -48,7 +48,11 @@ def check_destination(url: str, settings: Settings) -> str:
     """The URL when a webhook may be sent there, else InvalidRequest."""
     if not isinstance(url, str) or len(url) > 2048:
         raise InvalidRequest("X-Callback-Url must be a URL of at most 2048 characters.")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidRequest("X-Callback-Url is not a well-formed URL.")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InvalidRequest("X-Callback-Url must be an http or https URL.")
     if parts.username or parts.password:
@@ -57,7 +61,7 @@ def check_destination(url: str, settings: Settings) -> str:
     host = parts.hostname.lower()
     if host in settings.webhook_allowlist:
         return url
-    for address in _addresses(host, parts.port or 443):
+    for address in _addresses(host, port):
         if address.is_loopback and settings.webhook_allow_loopback:
             continue
         if not address.is_global:

@@ -23,6 +23,7 @@ from typing import Any
 import semver
 
 from packagerepo.errors import CoordinateInvalid
+from packagerepo.tenants import is_tenant
 
 SEGMENT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 """Namespace, name, variant and tenant, matched against the whole string."""
@@ -80,8 +81,14 @@ def normalise_variant(raw: Any) -> str:
 
 
 def normalise_tenant(raw: Any) -> str:
-    """A tenant id checked like a namespace; it becomes a directory too."""
-    return _segment(raw, "tenant")
+    """The tenant, checked by the one tenant rule; it becomes a directory too.
+
+    Unlike a namespace it is never trimmed or lower-cased: a tenant is an
+    identity from a token, not a name a client typed.
+    """
+    if not is_tenant(raw):
+        raise CoordinateInvalid("The tenant name is not acceptable.")
+    return raw
 
 
 def normalise_version(raw: Any) -> str:
