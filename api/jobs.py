@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from packagerepo.errors import (
     PackageRepoError,
     QueueUnavailable,
 )
-from packagerepo.jobs import JobStatus, new_job_id
+from packagerepo.jobs import CancelOutcome, JobStatus, new_job_id
 from worker.celery_app import enqueue_job, send_webhook
 
 jobs_bp = Blueprint("jobs", __name__)
@@ -219,6 +220,8 @@ def list_jobs():
         cursor_score = float(cursor) if cursor else None
     except ValueError:
         raise InvalidRequest("limit and cursor must be numbers.")
+    if cursor_score is not None and not math.isfinite(cursor_score):
+        raise InvalidRequest("cursor must be a cursor this API returned.")
     if not 1 <= limit <= 100:
         raise InvalidRequest("limit must be between 1 and 100.")
 
@@ -243,14 +246,14 @@ def list_jobs():
 def cancel_job(job_id: str):
     tenant = g.identity.tenant
     outcome = services().jobs.request_cancel(tenant, _checked_id(job_id))
-    if outcome in {s.value for s in JobStatus if s.terminal} and outcome != "cancelled":
+    job = services().jobs.get(tenant, job_id)
+    if outcome is CancelOutcome.ALREADY_ENDED:
         raise PackageRepoError(
-            f"Job {job_id} has already ended {outcome}.",
+            f"Job {job_id} has already ended {job['status']}.",
             code="JOB_ALREADY_ENDED",
             status=409,
         )
-    job = services().jobs.get(tenant, job_id)
-    if outcome == "cancelled" and job.get("callback_url"):
+    if outcome is CancelOutcome.CANCELLED and job.get("callback_url"):
         send_webhook(celery(), job_id)
     return jsonify({"ok": True, "outcome": outcome, "job": job_view(job)})
 
@@ -260,16 +263,21 @@ def job_events(job_id: str):
     tenant = _caller_tenant()
     job_id = _checked_id(job_id)
     services().jobs.get(tenant, job_id)  # 404 before the stream starts
-    try:
-        last_seen = int(request.headers.get("Last-Event-ID", "0"))
-    except ValueError:
-        last_seen = 0
+    last_seen = _last_event_id()
 
     stream = stream_with_context(_event_stream(tenant, job_id, last_seen))
     response = Response(stream, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _last_event_id() -> int:
+    """The SSE resume point; anything but a small non-negative integer is 0."""
+    raw = request.headers.get("Last-Event-ID", "0")
+    if not raw.isdigit() or len(raw) > 9:
+        return 0
+    return int(raw)
 
 
 def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:

@@ -36,6 +36,12 @@ class JobStatus(StrEnum):
         return self in TERMINAL
 
 
+class CancelOutcome(StrEnum):
+    CANCELLED = "cancelled"
+    CANCELLING = "cancelling"
+    ALREADY_ENDED = "already_ended"
+
+
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # queued -> running; bumps attempts, records the worker and leases the job.
@@ -280,17 +286,18 @@ class JobStore:
         )
         return outcome == b"requeued"
 
-    def request_cancel(self, tenant: str, job_id: str) -> str:
+    def request_cancel(self, tenant: str, job_id: str) -> CancelOutcome:
         """Cancel a queued job now, or flag a running one to stop.
 
-        Returns ``cancelled`` (it will never run), ``cancelling`` (it stops
-        between nodes) or the terminal status it already had.
+        ``CANCELLED`` means this call ended it (it will never run),
+        ``CANCELLING`` that it stops between nodes, ``ALREADY_ENDED`` that
+        it had ended before (this call changed nothing).
         """
         status = self.status(tenant, job_id)
         if status is None:
             raise NotFound(f"Job {job_id} was not found.")
         if status.terminal:
-            return status.value
+            return CancelOutcome.ALREADY_ENDED
 
         self.redis.hset(keys.job(tenant, job_id), "cancel_requested", "true")
         if status is JobStatus.QUEUED and self.finish(
@@ -304,8 +311,10 @@ class JobStore:
             },
         ):
             self.publish(tenant, job_id, "done", {"status": "cancelled"})
-            return JobStatus.CANCELLED.value
-        return "cancelling"
+            return CancelOutcome.CANCELLED
+        if self.status(tenant, job_id) is JobStatus.RUNNING:
+            return CancelOutcome.CANCELLING
+        return CancelOutcome.ALREADY_ENDED
 
     def record_delivery(self, tenant: str, job_id: str, attempt: dict) -> int:
         """Append a webhook delivery attempt; returns how many there are."""

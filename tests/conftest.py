@@ -10,9 +10,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -313,3 +315,43 @@ def isolated_stack(tmp_path: Path) -> Iterator[IsolatedStack]:
     yield build
     for stack in stacks:
         stack.stop()
+
+
+class Receiver:
+    """A webhook receiver on loopback that answers with ``status``."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.deliveries: list[tuple[dict, bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.deliveries.append((dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *_args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    created: list[Receiver] = []
+
+    def make(status: int = 200) -> Receiver:
+        created.append(Receiver(status))
+        return created[-1]
+
+    yield make
+    for one in created:
+        one.close()

@@ -8,9 +8,7 @@ import hmac
 import json
 import os
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -76,46 +74,6 @@ def test_sse_resumes_after_last_event_id(client, auth, workflows, worker):
     ids = [int(line[4:]) for line in response.get_data(as_text=True).splitlines()
            if line.startswith("id: ")]  # fmt: skip
     assert ids == [seq for seq, _, _ in everything if seq > 2]
-
-
-class Receiver:
-    """A webhook receiver on loopback that answers with ``status``."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.deliveries: list[tuple[dict, bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.deliveries.append((dict(self.headers), body))
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *_args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    created: list[Receiver] = []
-
-    def make(status: int = 200) -> Receiver:
-        created.append(Receiver(status))
-        return created[-1]
-
-    yield make
-    for one in created:
-        one.close()
 
 
 def wait_until(predicate, timeout: float = 20.0) -> None:
