@@ -47,7 +47,7 @@ artifacts_bp = Blueprint("artifacts", __name__)
 BLOB_ROUTE = "/v1/<namespace>/<name>/<version>/<variant>/blob"
 ANONYMOUS_TENANT = "default"
 ARTIFACT_SUFFIXES = ("/blob", "/latest", "/versions")
-CONTENT_DIGEST_PATTERN = re.compile(r"sha-256=:([A-Za-z0-9+/=]+):")
+CONTENT_DIGEST_VALUE = re.compile(r":([A-Za-z0-9+/=]+):")
 
 
 def _services():
@@ -83,13 +83,14 @@ def declared_digest(headers: Any) -> str | None:
     if checksum:
         declared.add(normalise_digest(checksum))
 
-    content_digest = headers.get("Content-Digest", "")
-    match = CONTENT_DIGEST_PATTERN.search(content_digest)
-    if match:
+    for algorithm, value in _content_digest_entries(headers.get("Content-Digest", "")):
+        if algorithm != "sha-256":
+            continue
+        match = CONTENT_DIGEST_VALUE.fullmatch(value)
         try:
-            raw = base64.b64decode(match.group(1), validate=True)
+            raw = base64.b64decode(match.group(1) if match else "!", validate=True)
         except binascii.Error:
-            raise InvalidRequest("Content-Digest is not valid base64.")
+            raise InvalidRequest("Content-Digest's sha-256 is not :<base64>:.")
         if len(raw) != 32:
             raise InvalidRequest("Content-Digest's sha-256 must be 32 bytes.")
         declared.add(f"sha256:{raw.hex()}")
@@ -97,6 +98,37 @@ def declared_digest(headers: Any) -> str | None:
     if len(declared) > 1:
         raise DigestMismatch("Content-Digest and X-Checksum-Sha256 disagree.")
     return declared.pop() if declared else None
+
+
+def _content_digest_entries(header: str) -> list[tuple[str, str]]:
+    """``(algorithm, value)`` pairs of an RFC 9530 Content-Digest header."""
+    entries = []
+    for item in header.split(","):
+        algorithm, _, value = item.strip().partition("=")
+        if algorithm:
+            entries.append((algorithm.strip().lower(), value.strip()))
+    return entries
+
+
+class _ExactLength:
+    """Reads a body and refuses one that ends before its Content-Length.
+
+    A client that disconnects mid-upload must not get the part it sent
+    published as the artifact.
+    """
+
+    def __init__(self, stream: Any, length: int | None) -> None:
+        self._stream = stream
+        self._remaining = length
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        if self._remaining is None:
+            return chunk
+        if not chunk and self._remaining > 0 and size != 0:
+            raise InvalidRequest("The body ended before its Content-Length.")
+        self._remaining -= len(chunk)
+        return chunk
 
 
 def _upload_stream(max_bytes: int):
@@ -117,7 +149,8 @@ def _upload_stream(max_bytes: int):
     # benchmark machine (bench/bench_artifacts.py); serving uploads from a
     # server with a C body reader, or a reverse proxy that buffers to disk,
     # would lift it.
-    return get_input_stream(request.environ, max_content_length=None)
+    stream = get_input_stream(request.environ, max_content_length=None)
+    return _ExactLength(stream, length)
 
 
 @artifacts_bp.route(BLOB_ROUTE, methods=["PUT", "POST"])

@@ -92,6 +92,8 @@ def gunicorn_command(bind: str | None = None, workers: int | None = None) -> lis
         # Several stacks may run on one machine; a shared control socket
         # under $HOME would be fought over.
         "--no-control-socket",
+        # JSON error envelope for the requests gunicorn refuses itself.
+        "--config", "python:api.gunicorn_conf",
     ]  # fmt: skip
 
 

@@ -1,0 +1,35 @@
+"""gunicorn configuration for the API (``gunicorn -c python:api.gunicorn_conf``).
+
+gunicorn answers requests it cannot parse (oversized headers, a bad request
+line, a malformed chunk) itself, before Flask sees them, with an HTML page.
+Its one writer for those answers is replaced here so they use the JSON error
+envelope like every other error.
+
+NOTE: this replaces ``gunicorn.util.write_error``, whose signature has been
+stable across gunicorn releases; the pinned version is checked by
+``tests/test_adversarial.py``. A gunicorn hook for error bodies would let
+this go.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gunicorn import util
+
+from api.errors import HTTP_CODES
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    code = HTTP_CODES.get(status_int, "INVALID_REQUEST")
+    body = json.dumps(
+        {"ok": False, "error": {"code": code, "message": f"{reason}: {mesg}"[:500]}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = write_json_error
