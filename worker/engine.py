@@ -612,7 +612,8 @@ class _Run:
 
     def _result_problem(self, result: Any) -> dict[str, Any] | None:
         try:
-            size = len(json.dumps(result, separators=(",", ":")).encode())
+            encoded = json.dumps(result, separators=(",", ":"), allow_nan=False)
+            size = len(encoded.encode())
         except (TypeError, ValueError):
             return {
                 "code": "INVALID_RESULT",
@@ -652,13 +653,12 @@ class _Run:
 
     def _outcome(self, ending: _Ending | None) -> RunOutcome:
         if ending is None:
-            result = self._ended_items()
-            problem = self._result_problem(result)
-            ending = (
-                _Ending(RunStatus.SUCCEEDED, result=result)
-                if problem is None
-                else self._fail(problem, None)
-            )
+            ending = _Ending(RunStatus.SUCCEEDED, result=self._ended_items())
+        if ending.status == RunStatus.SUCCEEDED:
+            # A respond node's body is checked like the ended items are.
+            problem = self._result_problem(ending.result)
+            if problem is not None:
+                ending = self._fail(problem, None)
         return RunOutcome(
             status=ending.status.value,
             result=ending.result if ending.status == RunStatus.SUCCEEDED else None,

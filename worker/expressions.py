@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import operator
 import threading
 import time
@@ -68,8 +69,18 @@ def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _serialised(value)
     return str(value)
+
+
+def _serialised(value: Any) -> str:
+    """JSON text of ``value``, refused before building when it would be huge.
+
+    Lists repeated by reference (``[[0] * 100] * 100``) are small in memory
+    but enormous as text; the size walk stops at the budget first.
+    """
+    _check_size(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _too_large(what: str) -> ExpressionFailed:
@@ -106,7 +117,13 @@ def _check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> None:
             if current.bit_length() > MAX_INT_BITS:
                 raise _too_large("a number")
             size += 8
-        elif current is None or kind in (bool, float):
+        elif kind is float:
+            if not math.isfinite(current):
+                raise ExpressionFailed(
+                    "The expression produced NaN or Infinity, which JSON cannot hold."
+                )
+            size += 8
+        elif current is None or kind is bool:
             size += 5
         else:
             raise ExpressionFailed(
@@ -196,6 +213,9 @@ def _split(text: str, separator: str | None = None) -> list[str]:
 
 
 def _join(values: list[Any], separator: str = "") -> str:
+    _check_size(values)
+    if len(separator) * len(values) > MAX_OUTPUT_CHARS:
+        raise _too_large("a string")
     return separator.join(as_text(value) for value in values)
 
 
@@ -224,7 +244,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "join": _join,
     "keys": lambda mapping: list(mapping),
     "default": _default,
-    "json": lambda value: json.dumps(value, separators=(",", ":")),
+    "json": _serialised,
 }
 
 
