@@ -160,7 +160,12 @@ class JobRunner:
         tenant, job_id = job["tenant"], job["id"]
         document = self._workflow(job)
         observer = JobObserver(self.services, tenant, job_id)
-        execution = Execution(job_id=job_id, tenant=tenant, input=job["input"])
+        execution = Execution(
+            job_id=job_id,
+            tenant=tenant,
+            input=job["input"],
+            user=job.get("submitted_by"),
+        )
         return run_workflow(
             document,
             execution,

@@ -47,6 +47,8 @@ class Execution:
     tenant: str
     input: Any = None
     variables: dict[str, Any] = field(default_factory=dict)
+    user: str | None = None
+    """Who submitted the job (``anonymous`` without a token)."""
 
 
 @dataclass

@@ -145,13 +145,13 @@ def _decode_base64(text: Any, limit: int) -> bytes:
 def publish(call: NodeCall) -> Outputs:
     """Write the record for a stored digest; emits the record.
 
-    NOTE: the engine's ``Execution`` does not carry the submitting user, so
-    ``created_by`` names the job; once it does, record the user instead.
+    ``created_by`` is the user who submitted the job, as the direct endpoint
+    records the uploader.
     """
     record = call.services.artifacts.publish(
         call.execution.tenant,
         _coordinate(call),
         call.param("digest"),
-        created_by=f"job:{call.execution.job_id}",
+        created_by=call.execution.user or f"job:{call.execution.job_id}",
     )
     return _emit(record)
