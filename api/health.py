@@ -60,7 +60,8 @@ def _check_workers(state) -> dict:
     except Exception:
         reports = []
     if reports:
-        return {"ok": True, "count": len(reports), "reports": reports}
+        ready = [report for report in reports if report.get("ready")]
+        return {"ok": bool(ready), "count": len(ready), "reports": reports}
 
     try:
         replies = celery().control.ping(timeout=0.5)

@@ -20,7 +20,8 @@ JOB_PENDING_TTL = 2 * 24 * 3600
 IDEMPOTENCY_TTL = 24 * 3600
 WORKFLOW_CACHE_TTL = int(os.environ.get("WORKFLOW_CACHE_TTL_SECONDS", "3600"))
 EVENT_LOG_TTL = JOB_TTL
-SERVER_REPORT_TTL = 24 * 3600
+SERVER_REPORT_TTL = 60
+"""A worker's start-up report; its reaper renews it while the worker lives."""
 JOB_INDEX_MAX = 10_000
 """Most recent job ids kept per tenant in the listing index."""
 

@@ -8,6 +8,7 @@ records every node and ends the job in exactly one terminal state.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -16,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from packagerepo import metrics
+from packagerepo import keys, metrics
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
-from packagerepo.jobs import JobStatus
+from packagerepo.jobs import JobStatus, now_iso
 from packagerepo.logs import log_context
 from packagerepo.services import Services
 
@@ -187,6 +188,55 @@ class JobRunner:
         validated = self.services.cache.validated(tenant, document)
         validated.report.raise_for_errors()
         return validated.document
+
+
+class ServerReport:
+    """Runs the bundled ``server`` workflow and publishes its report.
+
+    Each worker process runs it once at start-up (storage, Redis, registry,
+    every bundled workflow validated into the cache) and keeps the report
+    alive while the process lives, so ``/health/ready`` lists live workers
+    only.
+    """
+
+    WORKFLOW = "server"
+    TENANT = "default"
+
+    def __init__(self, services: Services, worker_name: str) -> None:
+        self.services = services
+        self.worker_name = worker_name
+
+    def publish(self) -> dict[str, Any]:
+        from worker.engine import run_workflow
+        from worker.nodes.base import Execution
+
+        document, _source = self.services.catalog.read(self.TENANT, self.WORKFLOW)
+        outcome = run_workflow(
+            document,
+            Execution(job_id=f"startup-{os.getpid()}", tenant=self.TENANT, input={}),
+            registry=self.services.registry,
+            services=self.services,
+        )
+        result = outcome.result if isinstance(outcome.result, dict) else {}
+        report = {
+            "worker": self.worker_name,
+            "at": now_iso(),
+            "ready": outcome.status == "succeeded" and bool(result.get("ready")),
+            "report": result or outcome.error,
+        }
+        self.services.redis.set(
+            keys.server_report(self.worker_name),
+            json.dumps(report),
+            ex=keys.SERVER_REPORT_TTL,
+        )
+        log.info("Worker %s is ready: %s.", self.worker_name, report["ready"])
+        return report
+
+    def keep_alive(self) -> None:
+        """Extend the report's life; called on every reaper pass."""
+        self.services.redis.expire(
+            keys.server_report(self.worker_name), keys.SERVER_REPORT_TTL
+        )
 
 
 class CancelCheck:

@@ -32,7 +32,7 @@ from worker.celery_app import (
     send_webhook,
 )
 from worker.reaper import Reaper
-from worker.runner import current_runner
+from worker.runner import ServerReport, current_runner
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,14 @@ def _public(job: dict) -> dict:
 def _start_process(**_kwargs: object) -> None:
     global _reaper
     runner = current_runner(_enqueue, _send_webhook)
-    _reaper = CountingReaper(runner.services, _enqueue, _send_webhook)
+    server = ServerReport(runner.services, runner.worker_name)
+    try:
+        server.publish()
+    except Exception:
+        log.exception("The server start-up workflow could not run.")
+    _reaper = CountingReaper(
+        runner.services, _enqueue, _send_webhook, on_tick=server.keep_alive
+    )
     _reaper.start()
     log.info("Worker process %s is ready.", runner.worker_name)
 

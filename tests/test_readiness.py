@@ -1,0 +1,36 @@
+"""Each worker runs the `server` start-up workflow; /health/ready shows it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_ready_lists_the_workers_server_reports(client, worker):
+    deadline = time.monotonic() + 20
+    while True:
+        response = client.get("/health/ready")
+        workers = response.get_json()["checks"]["workers"]
+        if workers.get("reports") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert response.status_code == 200
+    report = workers["reports"][0]
+    assert report["ready"] is True
+    assert report["report"]["storage"] and report["report"]["redis"]
+    assert {"auth_login", "resolve_latest", "server"} <= {
+        entry["name"] for entry in report["report"]["workflows"]["workflows"]
+    }
+
+
+def test_not_ready_without_a_live_worker(isolated_stack):
+    stack = isolated_stack()
+
+    response = stack.app.test_client().get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["workers"]["ok"] is False
