@@ -234,3 +234,33 @@ def test_accepted_jobs_survive_a_redis_restart(isolated_stack):
             wait_for_status(client, auth, job_id, {"succeeded"})["status"]
             == "succeeded"
         )
+
+
+def test_no_accepted_job_is_lost_while_workers_are_killed_and_restarted(
+    isolated_stack,
+):
+    stack = isolated_stack(LEASE_SECONDS="1", MAX_ATTEMPTS="5", TENANT_MAX_RUNNING="10")
+    stack.add_worker()
+    stack.add_worker()
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+
+    ids = [
+        submit(client, auth, "slow", {"ms": 80}).get_json()["job"]["id"]
+        for _ in range(120)
+    ]
+    for _ in range(3):
+        time.sleep(1.0)
+        victim = stack.workers.pop(0)
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        stack.add_worker()
+
+    ended = [
+        wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=90)
+        for job_id in ids
+    ]
+    assert len(ended) == len(ids)
+    assert {job["status"] for job in ended} == {"succeeded"}
+    # Re-runs happened only for jobs whose worker died under them.
+    assert sum(job["attempts"] > 1 for job in ended) <= 3

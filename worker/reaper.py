@@ -5,6 +5,12 @@ lapsed, and for each one either puts the job back on the queue (while it has
 attempts left) or ends it ``failed`` with ``WORKER_LOST``. The transitions
 are atomic scripts in the job store, so with several reapers exactly one of
 them acts on a given job; only that one re-sends the message.
+
+NOTE: a worker killed in the milliseconds between receiving a message and
+claiming its job holds no lease yet; that message comes back only when
+kombu restores unacknowledged messages after the visibility timeout (two
+hours). Tracking "delivered but unclaimed" jobs (kombu's ``unacked_index``)
+would close the gap; with a prefetch of one the window is a single message.
 """
 
 from __future__ import annotations
