@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from loader.document import parse_document
 from packagerepo.errors import Forbidden, InvalidRequest, WorkflowNotFound
+from packagerepo.files import write_atomically
 from packagerepo.tenants import check_tenant
 
 logger = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Catalog:
         folder = self.tenant_dir(tenant)
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        _write_atomically(folder / f"{name}.json", text.encode("utf-8"))
+        write_atomically(folder / f"{name}.json", text.encode("utf-8"))
         logger.info("Stored workflow %r for tenant %r.", name, tenant)
 
 
@@ -95,24 +94,3 @@ def _names_in(folder: Path) -> list[str]:
         for path in folder.glob("*.json")
         if NAME_PATTERN.match(path.stem) and path.is_file()
     ]
-
-
-def _write_atomically(target: Path, content: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

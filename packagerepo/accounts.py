@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import jwt
 
 from packagerepo.config import Settings
 from packagerepo.errors import AlreadyExists, InvalidRequest, Unauthorized
+from packagerepo.files import write_atomically
 from packagerepo.tenants import check_tenant, is_tenant
 
 log = logging.getLogger(__name__)
@@ -84,20 +84,8 @@ def jwt_secret(settings: Settings) -> str:
 
     path = settings.data_dir / ".dev-jwt-secret"
     if not path.exists():
-        _write_atomically(path, secrets.token_hex(32).encode())
+        write_atomically(path, secrets.token_hex(32).encode(), mode=0o600)
     return path.read_text().strip()
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(handle, 0o600)
-        os.write(handle, content)
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-    os.replace(temporary, path)
 
 
 class Accounts:
@@ -132,7 +120,7 @@ class Accounts:
         identity = Identity(username, check_tenant(tenant), check_scopes(scopes))
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
         record = {**identity.to_dict(), "password_hash": hashed.decode()}
-        _write_atomically(path, json.dumps(record).encode())
+        write_atomically(path, json.dumps(record).encode(), mode=0o600)
         log.info("User %s was saved in tenant %s.", username, tenant)
         return identity
 

@@ -47,6 +47,7 @@ from packagerepo.errors import (
     InvalidRequest,
     NotFound,
 )
+from packagerepo.files import fsync_directory
 from repository.coordinates import (
     Coordinate,
     normalise_name,
@@ -73,15 +74,6 @@ def normalise_digest(raw: Any) -> str:
     if match is None:
         raise InvalidRequest("A digest must look like 'sha256:<64 hex digits>'.")
     return f"sha256:{match.group(1)}"
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename or link inside ``path`` durable."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _remove_quietly(path: str | Path) -> None:
@@ -163,7 +155,7 @@ class ArtifactStore:
             else:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(temporary, final)
-                _fsync_directory(final.parent)
+                fsync_directory(final.parent)
         except BaseException:
             _remove_quietly(temporary)
             raise
@@ -237,7 +229,7 @@ class ArtifactStore:
         finally:
             _remove_quietly(temporary)
 
-        _fsync_directory(final.parent)
+        fsync_directory(final.parent)
 
     def exists(self, tenant: str, coordinate: Coordinate) -> bool:
         return self._record_path(tenant, coordinate).is_file()
