@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 # Cheap hashes: the tests check behaviour, not bcrypt's cost.
 os.environ.setdefault("BCRYPT_ROUNDS", "4")
@@ -27,7 +28,12 @@ os.environ.setdefault("PACKAGEREPO_ENV", "development")
 import itertools
 
 from packagerepo.config import Settings
-from packagerepo.stack import redis_command, wait_for_redis, worker_command
+from packagerepo.stack import (
+    gunicorn_command,
+    redis_command,
+    wait_for_redis,
+    worker_command,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 32
@@ -95,6 +101,51 @@ def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def settings_for(env: dict[str, str]) -> Settings:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+class GunicornProcess:
+    """The API as ``packagerepo api`` serves it, on a free port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                gunicorn_command(bind=f"127.0.0.1:{self.port}", workers=workers),
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                requests.get(f"{self.url}/health", timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(self.log_path.read_text(errors="replace")[-4000:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait()
+
+
 class WorkerProcess:
     """A real Celery worker process (``packagerepo worker``)."""
 
@@ -154,13 +205,7 @@ def worker(
 
 @pytest.fixture(scope="session")
 def settings(stack_env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    os.environ.update(stack_env)
-    try:
-        return Settings.from_env()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return settings_for(stack_env)
 
 
 @pytest.fixture(scope="session")
@@ -288,13 +333,7 @@ class IsolatedStack:
         if self._app is None:
             from api import create_app
 
-            saved = dict(os.environ)
-            os.environ.update(self.env)
-            try:
-                self._app = create_app(Settings.from_env())
-            finally:
-                os.environ.clear()
-                os.environ.update(saved)
+            self._app = create_app(settings_for(self.env))
         return self._app
 
     def stop(self) -> None:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from packagerepo.stack import gunicorn_command
-from tests.conftest import GREET, ROOT, chain, free_port, node
+from tests.conftest import GREET, GunicornProcess, chain, node
 
 
 def strict_json(text: str):
@@ -29,29 +27,12 @@ def strict_json(text: str):
 @contextlib.contextmanager
 def gunicorn_api(stack) -> Iterator[int]:
     """The real API (gunicorn, as `packagerepo run` starts it) on a free port."""
-    port = free_port()
-    command = gunicorn_command(bind=f"127.0.0.1:{port}", workers=1)
-    process = subprocess.Popen(
-        command,
-        env=stack.env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), timeout=1),
-            ):
-                break
-            time.sleep(0.1)
-        yield port
+        api.wait_ready()
+        yield api.port
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        api.stop()
 
 
 def raw_request(port: int, head: str, body: bytes = b"", *, close_early=False) -> bytes:

@@ -4,9 +4,6 @@ and the API under gunicorn (two processes), all sharing one
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,64 +11,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from packagerepo.config import Settings
 from packagerepo.metrics import fresh_multiproc_dir
 from packagerepo.services import BUNDLED_WORKFLOWS
-from packagerepo.stack import gunicorn_command
 from tests.conftest import (
     GREET,
-    ROOT,
     SLOW,
+    GunicornProcess,
     RedisServer,
     WorkerProcess,
     free_port,
     service_env,
+    settings_for,
 )
-
-
-def settings_for(env: dict[str, str]) -> Settings:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        return Settings.from_env()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-class GunicornProcess:
-    """The API as ``packagerepo api`` serves it, on a free port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                gunicorn_command(bind=f"127.0.0.1:{self.port}", workers=workers),
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                requests.get(f"{self.url}/health", timeout=2)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise RuntimeError(self.log_path.read_text(errors="replace")[-4000:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 9)
-            self.process.wait()
 
 
 class LiveService:
