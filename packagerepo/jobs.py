@@ -45,11 +45,17 @@ class CancelOutcome(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # queued -> running; bumps attempts, records the worker and leases the job.
-# A tenant already running its cap of jobs gets 'deferred' instead.
+# A tenant already running its cap of jobs gets 'deferred' instead: the job
+# waits in the tenant's deferred set until one of its jobs ends.
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"queued"' then return status or false end
-if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then return 'deferred' end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[5])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('SADD', KEYS[5], ARGV[9])
+  return 'deferred'
+end
 redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
            'worker', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -82,6 +88,17 @@ redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
 return 'requeued'
+"""
+
+# Up to (cap - running) deferred jobs of a tenant, oldest first, to re-send.
+_RELEASE = """
+local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[1])
+if free <= 0 then return {} end
+local popped = redis.call('ZPOPMIN', KEYS[2], free)
+local ids = {}
+for i = 1, #popped, 2 do table.insert(ids, popped[i]) end
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return ids
 """
 
 _EVENT = """
@@ -122,6 +139,7 @@ class JobStore:
         self._finish = client.register_script(_FINISH)
         self._requeue = client.register_script(_REQUEUE)
         self._event = client.register_script(_EVENT)
+        self._release = client.register_script(_RELEASE)
 
     def create(
         self,
@@ -219,13 +237,16 @@ class JobStore:
         """Move a queued job to running under this worker's lease.
 
         Returns ``claimed``, ``deferred`` (the tenant runs ``max_running``
-        jobs already) or the status that made the job unclaimable.
+        jobs already; the job waits in its deferred set, see
+        ``release_deferred``) or the status that made the job unclaimable.
         """
         outcome = self._claim(
             keys=[
                 keys.job(tenant, job_id),
                 keys.leased_jobs(),
                 keys.running_jobs(tenant),
+                keys.deferred_jobs(tenant),
+                keys.deferred_tenants(),
             ],
             args=[
                 json.dumps(now_iso()),
@@ -235,9 +256,32 @@ class JobStore:
                 job_id,
                 keys.JOB_PENDING_TTL,
                 max_running,
+                time.time(),
+                tenant,
             ],
         )
         return outcome.decode() if outcome else "missing"
+
+    def release_deferred(self, tenant: str, max_running: int) -> list[str]:
+        """Deferred jobs of ``tenant`` that now fit under its cap, oldest first.
+
+        The caller sends their messages again; a job that meanwhile ended
+        (cancelled) is ignored by the worker that receives it.
+        """
+        ids = self._release(
+            keys=[
+                keys.running_jobs(tenant),
+                keys.deferred_jobs(tenant),
+                keys.deferred_tenants(),
+            ],
+            args=[max_running, tenant],
+        )
+        return [job_id.decode() for job_id in ids]
+
+    def tenants_with_deferred_jobs(self) -> list[str]:
+        return [
+            tenant.decode() for tenant in self.redis.smembers(keys.deferred_tenants())
+        ]
 
     def renew_lease(self, tenant: str, job_id: str) -> None:
         """Push the lease's expiry forward; only while the job is leased."""

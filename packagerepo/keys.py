@@ -72,6 +72,16 @@ def running_jobs(tenant: str) -> str:
     return _key(tenant, "running")
 
 
+def deferred_jobs(tenant: str) -> str:
+    """Sorted set of the tenant's jobs waiting for a running slot."""
+    return _key(tenant, "deferred")
+
+
+def deferred_tenants() -> str:
+    """Set of tenants that have deferred jobs (the reaper's safety net)."""
+    return _key(GLOBAL, "deferred-tenants")
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     """Idempotency-Key record: the job id and the body digest."""
     return _key(tenant, "idempotency", key_digest)

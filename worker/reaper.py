@@ -22,6 +22,7 @@ from collections.abc import Callable
 from packagerepo.jobs import JobStatus
 from packagerepo.logs import log_context
 from packagerepo.services import Services
+from worker.runner import release_deferred
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,16 @@ class Reaper:
         for tenant, job_id in self.services.jobs.expired_leases():
             with log_context(tenant=tenant, job=job_id):
                 acted += self._reap(tenant, job_id)
+        self._release_deferred()
         return acted
+
+    def _release_deferred(self) -> None:
+        """Safety net: deferred jobs whose tenant has room, whatever freed it
+        (a reaped lease, a job that ended while its worker was stopping)."""
+        for tenant in self.services.jobs.tenants_with_deferred_jobs():
+            released = release_deferred(self.services, tenant, self.enqueue)
+            if released:
+                log.info("Re-sent %d deferred jobs of tenant %s.", released, tenant)
 
     def _reap(self, tenant: str, job_id: str) -> int:
         jobs = self.services.jobs

@@ -26,8 +26,24 @@ from packagerepo.services import Services
 
 log = logging.getLogger(__name__)
 
-DEFER_PAUSE_SECONDS = 0.05
 CANCELLED = {"code": "CANCELLED", "message": "The job was cancelled.", "status": 409}
+
+
+def release_deferred(
+    services: Services, tenant: str, enqueue: Callable[[str], None]
+) -> int:
+    """Send again the tenant's deferred jobs that now fit under its cap.
+
+    A tenant at its cap parks further jobs in its deferred set rather than
+    cycling them through the queue, so other tenants' jobs queued behind
+    them run at once; each job that ends makes room for the next.
+    """
+    released = services.jobs.release_deferred(
+        tenant, services.settings.tenant_max_running
+    )
+    for job_id in released:
+        enqueue(job_id)
+    return len(released)
 
 
 class LeaseKeeper:
@@ -87,21 +103,11 @@ class JobRunner:
                 max_running=self.services.settings.tenant_max_running,
             )
             if claim == "deferred":
-                self._defer(job_id)
+                log.info("Job %s waits: its tenant runs its cap of jobs.", job_id)
             elif claim != "claimed":
                 log.info("Job %s is %s; nothing to do.", job_id, claim)
             else:
                 self._run_claimed(tenant, job_id)
-
-    def _defer(self, job_id: str) -> None:
-        """Send the job to the back of the queue: its tenant is at its cap.
-
-        Other tenants' jobs queued behind it get their turn first. The pause
-        keeps a worker from spinning when only capped jobs are queued.
-        """
-        log.info("Job %s waits: its tenant runs its cap of jobs.", job_id)
-        time.sleep(DEFER_PAUSE_SECONDS)
-        self.enqueue(job_id)
 
     def _run_claimed(self, tenant: str, job_id: str) -> None:
         job = self.services.jobs.get(tenant, job_id)
@@ -120,6 +126,21 @@ class JobRunner:
         with LeaseKeeper(self.services, tenant, job_id):
             status, fields = self._execute(job)
         metrics.sync_cache_stats(self.services.cache)
+        try:
+            self._end(tenant, job_id, job, status, fields, started)
+        finally:
+            release_deferred(self.services, tenant, self.enqueue)
+
+    def _end(
+        self,
+        tenant: str,
+        job_id: str,
+        job: dict[str, Any],
+        status: JobStatus,
+        fields: dict[str, Any],
+        started: float,
+    ) -> None:
+        jobs = self.services.jobs
 
         if jobs.finish(tenant, job_id, status, **fields):
             jobs.publish(tenant, job_id, "done", {"status": status.value})
