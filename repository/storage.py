@@ -37,7 +37,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from packagerepo.errors import (
     AlreadyExists,
@@ -79,6 +79,12 @@ def normalise_digest(raw: Any) -> str:
 def _remove_quietly(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class ByteSource(Protocol):
+    """What a blob is read from: an open file or a request body."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class ArtifactStore:
@@ -126,7 +132,7 @@ class ArtifactStore:
     def put_blob(
         self,
         tenant: str,
-        stream: BinaryIO,
+        stream: ByteSource,
         *,
         declared_digest: str | None = None,
         max_bytes: int,
@@ -165,7 +171,7 @@ class ArtifactStore:
 
     @staticmethod
     def _copy_hashed(
-        stream: BinaryIO, target: BinaryIO, max_bytes: int
+        stream: ByteSource, target: BinaryIO, max_bytes: int
     ) -> tuple[str, int]:
         hasher = hashlib.sha256()
         size = 0
@@ -193,12 +199,20 @@ class ArtifactStore:
     # -- records ----------------------------------------------------------
 
     def publish(
-        self, tenant: str, coordinate: Coordinate, digest: str, *, created_by: str
+        self,
+        tenant: str,
+        coordinate: Coordinate,
+        digest: str,
+        *,
+        created_by: str,
+        job_id: str | None = None,
     ) -> dict[str, Any]:
         """Write the coordinate's record for a stored blob and return it.
 
         ``AlreadyExists`` when the coordinate has a record, ``NotFound``
-        when no blob has ``digest``.
+        when no blob has ``digest``. A publish made by a job (``job_id``) is
+        idempotent for that job: a job re-run after its worker died finds
+        its own record and gets it back instead of a conflict.
         """
         digest = normalise_digest(digest)
         size = self.blob_size(tenant, digest)
@@ -209,10 +223,21 @@ class ArtifactStore:
             "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "created_by": created_by,
         }
+        if job_id is not None:
+            record["job_id"] = job_id
 
         final = self._record_path(tenant, coordinate)
         final.parent.mkdir(parents=True, exist_ok=True)
-        self._link_once(json.dumps(record, sort_keys=True).encode(), final, coordinate)
+        try:
+            self._link_once(
+                json.dumps(record, sort_keys=True).encode(), final, coordinate
+            )
+        except AlreadyExists:
+            existing = self.record(tenant, coordinate)
+            same_job = job_id is not None and existing.get("job_id") == job_id
+            if same_job and existing["digest"] == digest:
+                return existing
+            raise
         logger.info("Published %s as %s for tenant %s.", coordinate, digest, tenant)
         return record
 
@@ -249,9 +274,12 @@ class ArtifactStore:
             raw = self._record_path(tenant, coordinate).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"The artifact {coordinate} does not exist.")
-        return json.loads(raw)
+        record: dict[str, Any] = json.loads(raw)
+        return record
 
-    def locate_blob(self, tenant: str, coordinate: Coordinate) -> tuple[dict, Path]:
+    def locate_blob(
+        self, tenant: str, coordinate: Coordinate
+    ) -> tuple[dict[str, Any], Path]:
         """The coordinate's record and the path of its blob, or ``NotFound``."""
         record = self.record(tenant, coordinate)
         path = self.blob_path(tenant, record["digest"])

@@ -338,3 +338,17 @@ def test_stale_temporary_files_are_removed(store):
     assert store.remove_stale_temporaries(older_than_seconds=3600) == 1
     assert not stale.exists()
     assert fresh.exists()
+
+
+def test_a_job_rerun_gets_its_own_record_back_instead_of_a_conflict(store):
+    digest, _ = store.put_blob(TENANT, io.BytesIO(b"rerun"), max_bytes=1 << 20)
+    coordinate = Coordinate.parse("acme", "tool", "3.0.0", "default")
+
+    first = store.publish(TENANT, coordinate, digest, created_by="u", job_id="job-1")
+    again = store.publish(TENANT, coordinate, digest, created_by="u", job_id="job-1")
+
+    assert again == first
+    with pytest.raises(AlreadyExists):
+        store.publish(TENANT, coordinate, digest, created_by="u", job_id="job-2")
+    with pytest.raises(AlreadyExists):
+        store.publish(TENANT, coordinate, digest, created_by="u")

@@ -153,5 +153,6 @@ def publish(call: NodeCall) -> Outputs:
         _coordinate(call),
         call.param("digest"),
         created_by=call.execution.user or f"job:{call.execution.job_id}",
+        job_id=call.execution.job_id,
     )
     return _emit(record)
