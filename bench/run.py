@@ -67,12 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS / ("e2e-quick.json" if args.quick else "e2e.json")
 
     began = time.perf_counter()
+    load_at_start = [round(load, 2) for load in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="packagerepo-bench-") as directory:
         stack = BenchStack(Path(directory), api_processes=args.api_processes)
         try:
             stack.start(workers=args.workers, floor_workers=args.workers)
             results = measure(stack, plan, args.workers)
             results["machine"] = machine(stack)
+            results["machine"]["load_average_at_start"] = load_at_start
         finally:
             stack.stop()
 
@@ -106,7 +108,7 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
     e2e.register_wait_workflow(client, stack)
 
     log.info("Warming up with %d executions.", plan.memory_baseline)
-    warm = e2e.executions(stack, token, plan.memory_baseline, concurrency=1)
+    warm = e2e.executions(stack, token, plan.memory_baseline, concurrency=4)
     before = e2e.memory_snapshot(stack)
     done = len(warm.latencies)
 
@@ -143,6 +145,9 @@ def machine(stack: BenchStack) -> dict[str, Any]:
         "python": platform.python_version(),
         "redis": stack.redis_version(),
         "platform": platform.platform(),
+        # Anything else running on the box shows here; numbers are only
+        # comparable between runs with a similar load.
+        "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
         "commit": _git_commit(),
     }
 
