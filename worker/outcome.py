@@ -1,0 +1,131 @@
+"""What a run ends with, and the limits it runs under.
+
+The statuses of a run and of its nodes, the ``EngineLimits`` a run is held
+to, the ``RunOutcome`` the engine hands back, and the checks a run's result
+must pass. ``worker.engine`` re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from worker.expressions import EXPRESSION_TIME_LIMIT
+
+
+class RunStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class NodeStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    NOT_RUN = "not_run"
+
+
+class OnError(StrEnum):
+    STOP_WORKFLOW = "stopWorkflow"
+    CONTINUE_REGULAR_OUTPUT = "continueRegularOutput"
+    CONTINUE_ERROR_OUTPUT = "continueErrorOutput"
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """Bounds on one run; every one of them fails the run with a code."""
+
+    max_items_per_output: int = 10_000
+    max_result_bytes: int = 10 * 1024 * 1024
+    default_execution_timeout: float = 300.0
+    max_execution_timeout: float = 3600.0
+    expression_time_limit: float = EXPRESSION_TIME_LIMIT
+    default_tries: int = 3
+    max_tries: int = 5
+    default_wait_between_tries_ms: int = 1000
+    max_wait_between_tries_ms: int = 5000
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: its status, result or error, and the per-node log."""
+
+    status: str
+    result: Any
+    error: dict[str, Any] | None
+    nodes: list[dict[str, Any]]
+    progress: dict[str, int]
+    http_status: int = 200
+    """The respond node's status (or the error's), for an API that waits."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Ending:
+    """Why a run's loop stopped early."""
+
+    status: RunStatus
+    error: dict[str, Any] | None = None
+    result: Any = None
+    http_status: int = 200
+
+
+def failed(error: dict[str, Any], node: str | None) -> Ending:
+    """The ending of a run that failed with ``error`` (at ``node``, if any)."""
+    status = error.get("status", 500)
+    return Ending(
+        RunStatus.FAILED,
+        error={**error, "node": node},
+        http_status=status if isinstance(status, int) else 500,
+    )
+
+
+def timeout_error() -> dict[str, Any]:
+    return {
+        "code": "EXECUTION_TIMEOUT",
+        "message": "The workflow ran past its execution timeout.",
+        "status": 500,
+    }
+
+
+def result_problem(result: Any, limits: EngineLimits) -> dict[str, Any] | None:
+    """Why ``result`` cannot be a run's result (not JSON, too large), or None."""
+    try:
+        encoded = json.dumps(result, separators=(",", ":"), allow_nan=False)
+        size = len(encoded.encode())
+    except (TypeError, ValueError):
+        return {
+            "code": "INVALID_RESULT",
+            "message": "The workflow's result is not JSON.",
+            "status": 500,
+        }
+    if size > limits.max_result_bytes:
+        return {
+            "code": "RESULT_TOO_LARGE",
+            "message": f"The workflow's result is {size} bytes; the limit is "
+            f"{limits.max_result_bytes}.",
+            "status": 500,
+        }
+    return None
+
+
+def blank_record(node: dict[str, Any]) -> dict[str, Any]:
+    """The log record of a node before it runs."""
+    return {
+        "name": node["name"],
+        "type": node["type"],
+        "status": NodeStatus.NOT_RUN.value,
+        "started_at": None,
+        "duration_ms": None,
+        "items_in": 0,
+        "items_out": 0,
+        "attempts": 0,
+        "error": None,
+    }
