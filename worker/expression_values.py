@@ -1,0 +1,208 @@
+"""What expressions may compute: size caps, guarded operators, functions.
+
+Every operator and function an expression can reach is here, each refusing
+to build a value past the caps (``EXPRESSION_TOO_LARGE``) before it builds
+it. ``worker.expressions`` re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from packagerepo.errors import ExpressionFailed
+
+MAX_OUTPUT_CHARS = 8 * 1024 * 1024
+MAX_INT_BITS = 4096
+
+
+def as_text(value: Any) -> str:
+    """How a value reads inside a string template (and ``str()``)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return serialised(value)
+    return str(value)
+
+
+def serialised(value: Any) -> str:
+    """JSON text of ``value``, refused before building when it would be huge.
+
+    Lists repeated by reference (``[[0] * 100] * 100``) are small in memory
+    but enormous as text; the size walk stops at the budget first.
+    """
+    check_size(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def too_large(what: str) -> ExpressionFailed:
+    return ExpressionFailed(
+        f"The expression builds {what} larger than allowed.",
+        code="EXPRESSION_TOO_LARGE",
+    )
+
+
+def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> None:
+    """Refuse values that are not JSON or whose JSON would exceed ``budget``.
+
+    Walks containers with an early exit, so a huge value costs at most
+    ``budget`` steps; a long string costs one.
+    """
+    stack = [value]
+    size = 0
+    while stack:
+        current = stack.pop()
+        kind = type(current)
+        if kind is str:
+            size += len(current) + 2
+        elif kind is dict:
+            size += 2
+            for key, inner in current.items():
+                if type(key) is not str:
+                    raise ExpressionFailed("An object key in the result is not text.")
+                size += len(key) + 4
+                stack.append(inner)
+        elif kind is list:
+            size += 2 + len(current)
+            stack.extend(current)
+        elif kind is int:
+            if current.bit_length() > MAX_INT_BITS:
+                raise too_large("a number")
+            size += 8
+        elif kind is float:
+            if not math.isfinite(current):
+                raise ExpressionFailed(
+                    "The expression produced NaN or Infinity, which JSON cannot hold."
+                )
+            size += 8
+        elif current is None or kind is bool:
+            size += 5
+        else:
+            raise ExpressionFailed(
+                f"The expression produced a {kind.__name__}, which is not a JSON value."
+            )
+        if size > budget:
+            raise too_large("a value")
+
+
+# -------------------------------------------------------------- operators
+
+
+def _add(left: Any, right: Any) -> Any:
+    sequences = isinstance(left, (str, list)) and isinstance(right, (str, list))
+    if sequences and len(left) + len(right) > MAX_OUTPUT_CHARS:
+        raise too_large("a string or list")
+    return operator.add(left, right)
+
+
+def _multiply(left: Any, right: Any) -> Any:
+    for sequence, count in ((left, right), (right, left)):
+        repeats = isinstance(sequence, (str, list)) and isinstance(count, int)
+        if repeats and len(sequence) * count > MAX_OUTPUT_CHARS:
+            raise too_large("a string or list")
+    integers = isinstance(left, int) and isinstance(right, int)
+    if integers and left.bit_length() + right.bit_length() > MAX_INT_BITS:
+        raise too_large("a number")
+    return operator.mul(left, right)
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    integers = isinstance(base, int) and isinstance(exponent, int)
+    if integers and exponent * max(base.bit_length(), 1) > MAX_INT_BITS:
+        raise too_large("a number")
+    return operator.pow(base, exponent)
+
+
+def _modulo(left: Any, right: Any) -> Any:
+    if isinstance(left, str):
+        # "%" on text is printf formatting; a width like %999999999d would
+        # build a huge string, so it is not part of the language.
+        raise ExpressionFailed(
+            "Formatting text with % is not allowed in expressions.",
+            code="EXPRESSION_FORBIDDEN",
+        )
+    return operator.mod(left, right)
+
+
+OPERATORS: dict[type, Callable[..., Any]] = {
+    ast.Add: _add,
+    ast.Sub: operator.sub,
+    ast.Mult: _multiply,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: _modulo,
+    ast.Pow: _power,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Not: operator.not_,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda item, container: item in container,
+    ast.NotIn: lambda item, container: item not in container,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
+
+
+# -------------------------------------------------------------- functions
+
+
+def _number(value: Any) -> int | float:
+    number = float(value)
+    return int(number) if number.is_integer() and "." not in str(value) else number
+
+
+def _round(value: float, digits: int = 0) -> float:
+    return round(value, max(-15, min(15, int(digits))))
+
+
+def _split(text: str, separator: str | None = None) -> list[str]:
+    return text.split(separator) if separator != "" else list(text)
+
+
+def _join(values: list[Any], separator: str = "") -> str:
+    check_size(values)
+    if len(separator) * len(values) > MAX_OUTPUT_CHARS:
+        raise too_large("a string")
+    return separator.join(as_text(value) for value in values)
+
+
+def _default(value: Any, fallback: Any) -> Any:
+    return fallback if value is None or value == "" else value
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "len": len,
+    "str": as_text,
+    "int": lambda value: int(float(value)) if isinstance(value, str) else int(value),
+    "float": float,
+    "number": _number,
+    "bool": bool,
+    "abs": abs,
+    "round": _round,
+    "min": min,
+    "max": max,
+    "lower": lambda text: text.lower(),
+    "upper": lambda text: text.upper(),
+    "trim": lambda text: text.strip(),
+    "startswith": lambda text, prefix: text.startswith(prefix),
+    "endswith": lambda text, suffix: text.endswith(suffix),
+    "contains": lambda container, item: item in container,
+    "split": _split,
+    "join": _join,
+    "keys": lambda mapping: list(mapping),
+    "default": _default,
+    "json": serialised,
+}
