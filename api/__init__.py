@@ -13,6 +13,7 @@ import logging
 
 from celery import Celery
 from flask import Flask, current_app
+from flask.json.provider import DefaultJSONProvider
 
 from packagerepo.config import Settings
 from packagerepo.services import Services
@@ -32,7 +33,7 @@ def create_app(
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
+    app.json = _InsertionOrderJSON(app)
     app.extensions["packagerepo"] = services
     app.extensions["celery"] = make_celery(settings)
 
@@ -43,6 +44,12 @@ def create_app(
     metrics.install(app)
     _register_blueprints(app)
     return app
+
+
+class _InsertionOrderJSON(DefaultJSONProvider):
+    """Flask's JSON with keys in the order the code builds them."""
+
+    sort_keys = False
 
 
 def _register_blueprints(app: Flask) -> None:
@@ -60,9 +67,11 @@ def _register_blueprints(app: Flask) -> None:
 
 def services() -> Services:
     """The services of the app handling the current request."""
-    return current_app.extensions["packagerepo"]
+    found: Services = current_app.extensions["packagerepo"]
+    return found
 
 
 def celery() -> Celery:
     """The Celery app bound to this API's settings (used to send tasks only)."""
-    return current_app.extensions["celery"]
+    app: Celery = current_app.extensions["celery"]
+    return app

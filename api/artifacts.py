@@ -23,7 +23,7 @@ import logging
 import re
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request, send_file
+from flask import Blueprint, Response, g, jsonify, request, send_file
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import RequestRedirect
 from werkzeug.wsgi import get_input_stream
@@ -36,9 +36,10 @@ from packagerepo.errors import (
     DigestMismatch,
     InvalidRequest,
 )
+from packagerepo.services import Services
 from packagerepo.tenants import check_tenant
 from repository.coordinates import Coordinate
-from repository.storage import normalise_digest
+from repository.storage import ByteSource, normalise_digest
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ ARTIFACT_SUFFIXES = ("/blob", "/latest", "/versions")
 CONTENT_DIGEST_VALUE = re.compile(r":([A-Za-z0-9+/=]+):")
 
 
-def _services():
+def _services() -> Services:
     from api import services
 
     return services()
@@ -117,7 +118,7 @@ class _ExactLength:
     published as the artifact.
     """
 
-    def __init__(self, stream: Any, length: int | None) -> None:
+    def __init__(self, stream: ByteSource, length: int | None) -> None:
         self._stream = stream
         self._remaining = length
 
@@ -131,7 +132,7 @@ class _ExactLength:
         return chunk
 
 
-def _upload_stream(max_bytes: int):
+def _upload_stream(max_bytes: int) -> _ExactLength:
     """The request body as a stream, refusing what is certainly too large."""
     length = request.content_length
     if length is not None and length > max_bytes:
@@ -155,7 +156,7 @@ def _upload_stream(max_bytes: int):
 
 @artifacts_bp.route(BLOB_ROUTE, methods=["PUT", "POST"])
 @require_scope("write")
-def publish_blob(namespace: str, name: str, version: str, variant: str):
+def publish_blob(namespace: str, name: str, version: str, variant: str) -> Response:
     services = _services()
     identity: Identity = g.identity
     coordinate = Coordinate.parse(namespace, name, version, variant)
@@ -183,7 +184,7 @@ def publish_blob(namespace: str, name: str, version: str, variant: str):
 
 
 @artifacts_bp.get(BLOB_ROUTE)
-def download_blob(namespace: str, name: str, version: str, variant: str):
+def download_blob(namespace: str, name: str, version: str, variant: str) -> Response:
     tenant = _reader_tenant()
     coordinate = Coordinate.parse(namespace, name, version, variant)
     record, path = _services().artifacts.locate_blob(tenant, coordinate)
@@ -205,7 +206,7 @@ def download_blob(namespace: str, name: str, version: str, variant: str):
 
 
 @artifacts_bp.get("/v1/<namespace>/<name>/latest")
-def latest(namespace: str, name: str):
+def latest(namespace: str, name: str) -> Response:
     answer = _services().artifacts.latest(
         _reader_tenant(),
         namespace,
@@ -216,7 +217,7 @@ def latest(namespace: str, name: str):
 
 
 @artifacts_bp.get("/v1/<namespace>/<name>/versions")
-def versions(namespace: str, name: str):
+def versions(namespace: str, name: str) -> Response:
     answer = _services().artifacts.version_list(_reader_tenant(), namespace, name)
     return jsonify({"ok": True, **answer})
 

@@ -6,15 +6,16 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from packagerepo.accounts import Identity
 from packagerepo.errors import Forbidden, TenantMismatch, Unauthorized
+from packagerepo.services import Services
 
 auth_bp = Blueprint("auth", __name__)
 
 
-def _services():
+def _services() -> Services:
     from api import services
 
     return services()
@@ -86,7 +87,7 @@ def require_scope(
 
 
 @auth_bp.post("/auth/login")
-def login():
+def login() -> Response:
     from api.requests import json_object
 
     body = json_object()
@@ -110,7 +111,7 @@ def login():
 
 @auth_bp.get("/auth/me")
 @require_scope("read")
-def me():
+def me() -> Response:
     return jsonify({"ok": True, "user": g.identity.to_dict()})
 
 

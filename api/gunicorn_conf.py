@@ -14,13 +14,16 @@ this go.
 from __future__ import annotations
 
 import json
+import socket
 
 from gunicorn import util
 
 from api.errors import HTTP_CODES
 
 
-def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
+def write_json_error(
+    sock: socket.socket, status_int: int, reason: str, mesg: str
+) -> None:
     code = HTTP_CODES.get(status_int, "INVALID_REQUEST")
     body = json.dumps(
         {"ok": False, "error": {"code": code, "message": f"{reason}: {mesg}"[:500]}}

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from api import celery, services
 from packagerepo import keys
+from packagerepo.services import Services
 
 health_bp = Blueprint("health", __name__)
 
 
 @health_bp.get("/health")
-def health():
+def health() -> Response:
     return jsonify({"ok": True, "status": "alive"})
 
 
 @health_bp.get("/health/ready")
-def ready():
+def ready() -> Response:
     """Ready when Redis answers, storage is writable and a worker is up."""
     state = services()
     checks = {
@@ -32,7 +34,7 @@ def ready():
     return response
 
 
-def _check_redis(state) -> dict:
+def _check_redis(state: Services) -> dict[str, Any]:
     try:
         state.redis.ping()
         return {"ok": True}
@@ -40,7 +42,7 @@ def _check_redis(state) -> dict:
         return {"ok": False, "message": f"Redis is unreachable: {type(error).__name__}"}
 
 
-def _check_storage(state) -> dict:
+def _check_storage(state: Services) -> dict[str, Any]:
     data_dir = state.settings.data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def _check_storage(state) -> dict:
         return {"ok": False, "message": f"Storage is not writable: {error.strerror}"}
 
 
-def _check_workers(state) -> dict:
+def _check_workers(state: Services) -> dict[str, Any]:
     """Workers publish the report of their start-up `server` workflow."""
     try:
         names = list(state.redis.scan_iter(keys.server_report("*"), count=100))
@@ -64,7 +66,7 @@ def _check_workers(state) -> dict:
         return {"ok": bool(ready), "count": len(ready), "reports": reports}
 
     try:
-        replies = celery().control.ping(timeout=0.5)
+        replies = celery().control.ping(timeout=0.5) or []
     except Exception:
         replies = []
     return {"ok": bool(replies), "count": len(replies)}

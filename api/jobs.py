@@ -65,7 +65,7 @@ def _wait_seconds() -> float:
 
 
 @jobs_bp.post("/v1/workflows/<name>/execute")
-def execute(name: str):
+def execute(name: str) -> Response:
     state = services()
     identity = resolve_identity(required=False)
     tenant = identity.tenant if identity else ANONYMOUS_TENANT
@@ -185,7 +185,8 @@ def _finished_response(job: dict[str, Any]) -> Response:
         return jsonify({"ok": True, "result": job["result"], "job": job_view(job)})
 
     error = job.get("error") or {"code": "WORKFLOW_ERROR", "message": "Failed."}
-    status = error.get("status") if isinstance(error.get("status"), int) else 500
+    declared = error.get("status")
+    status = declared if isinstance(declared, int) else 500
     if job["status"] == JobStatus.CANCELLED:
         status = 409
     response = jsonify({"ok": False, "error": error, "job": job_view(job)})
@@ -203,14 +204,14 @@ def _caller_tenant() -> str:
 
 
 @jobs_bp.get("/v1/jobs/<job_id>")
-def get_job(job_id: str):
+def get_job(job_id: str) -> Response:
     job = services().jobs.get(_caller_tenant(), _checked_id(job_id))
     return jsonify({"ok": True, "job": job_view(job)})
 
 
 @jobs_bp.get("/v1/jobs")
 @require_scope("read")
-def list_jobs():
+def list_jobs() -> Response:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         raise InvalidRequest("status must be one of the job states.")
@@ -243,7 +244,7 @@ def list_jobs():
 
 @jobs_bp.post("/v1/jobs/<job_id>/cancel")
 @require_scope("write")
-def cancel_job(job_id: str):
+def cancel_job(job_id: str) -> Response:
     tenant = g.identity.tenant
     outcome = services().jobs.request_cancel(tenant, _checked_id(job_id))
     job = services().jobs.get(tenant, job_id)
@@ -259,7 +260,7 @@ def cancel_job(job_id: str):
 
 
 @jobs_bp.get("/v1/jobs/<job_id>/events")
-def job_events(job_id: str):
+def job_events(job_id: str) -> Response:
     tenant = _caller_tenant()
     job_id = _checked_id(job_id)
     services().jobs.get(tenant, job_id)  # 404 before the stream starts

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+import redis
 from flask import Blueprint, Flask, Response, g, request
 
 from api import services
@@ -22,13 +23,13 @@ metrics_bp = Blueprint("metrics", __name__)
 
 
 @metrics_bp.get("/metrics")
-def scrape():
+def scrape() -> Response:
     state = services()
     depth = metrics.QueueDepthCollector(QUEUE, lambda: _queue_depth(state.redis))
     return Response(metrics.exposition([depth]), content_type=metrics.CONTENT_TYPE)
 
 
-def _queue_depth(client) -> int:
+def _queue_depth(client: redis.Redis) -> int:
     with client.pipeline(transaction=False) as pipe:
         for name in keys.celery_queue_lists(QUEUE):
             pipe.llen(name)

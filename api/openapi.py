@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from packagerepo.jobs import JobStatus
 
@@ -89,8 +89,8 @@ SCHEMAS: dict[str, Any] = {
     ),
 }
 
-BEARER = [{"bearer": []}]
-OPTIONAL_BEARER = [{"bearer": []}, {}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+OPTIONAL_BEARER: list[dict[str, list[str]]] = [{"bearer": []}, {}]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -107,8 +107,13 @@ def _responses(**by_status: dict[str, Any]) -> dict[str, Any]:
     return responses
 
 
-def _param(name: str, where: str, schema: dict[str, Any], text: str) -> dict:
-    parameter = {"name": name, "in": where, "schema": schema, "description": text}
+def _param(name: str, where: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    parameter: dict[str, Any] = {
+        "name": name,
+        "in": where,
+        "schema": schema,
+        "description": text,
+    }
     if where == "path":
         parameter["required"] = True
     return parameter
@@ -408,5 +413,5 @@ def build_spec(app: Flask) -> dict[str, Any]:
 
 
 @openapi_bp.get("/openapi.json")
-def openapi_document():
+def openapi_document() -> Response:
     return jsonify(build_spec(current_app))

@@ -36,7 +36,7 @@ def json_body(*, default: Any = None) -> Any:
     )
 
 
-def json_object(*, default: dict | None = None) -> dict[str, Any]:
+def json_object(*, default: dict[str, Any] | None = None) -> dict[str, Any]:
     body = json_body(default=default)
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from api import services
 from api.auth import require_scope
@@ -52,7 +52,7 @@ def _declared_scope(document: dict[str, Any]) -> Any:
 
 @workflows_bp.post("/v1/workflows/validate")
 @require_scope("read")
-def validate_posted():
+def validate_posted() -> Response:
     strict = _strict()
     document = _posted_document()
     report = validate(
@@ -66,7 +66,7 @@ def validate_posted():
 
 @workflows_bp.get("/v1/workflows")
 @require_scope("read")
-def list_workflows():
+def list_workflows() -> Response:
     tenant = g.identity.tenant
     catalog = services().catalog
     listed = [_summary(tenant, name) for name in catalog.names(tenant)]
@@ -102,7 +102,7 @@ def _summary(tenant: str, name: str) -> dict[str, Any]:
 
 @workflows_bp.get("/v1/workflows/<name>")
 @require_scope("read")
-def read_workflow(name: str):
+def read_workflow(name: str) -> Response:
     tenant = g.identity.tenant
     state = services()
     document, source = state.catalog.read(tenant, name)
@@ -121,7 +121,7 @@ def read_workflow(name: str):
 
 @workflows_bp.put("/v1/workflows/<name>")
 @require_scope("write")
-def register_workflow(name: str):
+def register_workflow(name: str) -> tuple[Response, int]:
     tenant = g.identity.tenant
     state = services()
     check_name(name)

@@ -38,7 +38,7 @@ class CachedWorkflow:
     """
 
     digest: str
-    document: dict
+    document: dict[str, Any]
     report: Report
 
 
@@ -83,7 +83,7 @@ class WorkflowCache:
         with self._lock:
             return dict(self._stats)
 
-    def validated(self, tenant: str, document: dict) -> CachedWorkflow:
+    def validated(self, tenant: str, document: dict[str, Any]) -> CachedWorkflow:
         """The cached entry for ``document``, validating it on a miss."""
         checked = isinstance(document, ParsedDocument) and document.depth_checked
         if not checked and depth_of(document, MAX_DEPTH) > MAX_DEPTH:

@@ -58,7 +58,7 @@ class Catalog:
             return "tenant"
         raise WorkflowNotFound(f"No workflow is named {name!r}.")
 
-    def read(self, tenant: str, name: str) -> tuple[dict, Source]:
+    def read(self, tenant: str, name: str) -> tuple[dict[str, Any], Source]:
         """The parsed document and where it came from.
 
         Raises ``WorkflowNotFound``, ``InvalidRequest`` for an unsafe name and

@@ -60,7 +60,7 @@ def validate_command(argv: list[str], out: TextIO | None = None) -> int:
     return status
 
 
-def _check_file(path: Path, options: argparse.Namespace) -> tuple[dict, int]:
+def _check_file(path: Path, options: argparse.Namespace) -> tuple[dict[str, Any], int]:
     try:
         document = parse_document(path.read_bytes())
     except OSError as exc:
@@ -82,11 +82,11 @@ def _check_file(path: Path, options: argparse.Namespace) -> tuple[dict, int]:
     return report.to_dict(), VALID if report.valid else INVALID
 
 
-def _unreadable(problem: Problem) -> dict:
+def _unreadable(problem: Problem) -> dict[str, Any]:
     return {"valid": False, "errors": [problem.to_dict()], "warnings": []}
 
 
-def _print_human(name: str, result: dict, out: TextIO) -> None:
+def _print_human(name: str, result: dict[str, Any], out: TextIO) -> None:
     for problem in result["errors"] + result["warnings"]:
         where = f"{problem['field']}: " if problem["field"] else ""
         out.write(f"{name}: {where}{problem['code']} {problem['message']}\n")

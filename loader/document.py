@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from itertools import accumulate
 from typing import Any
 
@@ -26,7 +27,7 @@ _BRACKET_DELTA = {"{": 1, "[": 1, "}": -1, "]": -1}
 _BRACKETS_ONLY = re.compile(r"[\[\]{}]+")
 
 
-class ParsedDocument(dict):
+class ParsedDocument(dict[str, Any]):
     """A document that came through ``parse_document``.
 
     It is a plain dict to every caller. ``notes`` holds the warnings that
@@ -44,7 +45,7 @@ def parse_document(
     *,
     max_bytes: int = MAX_BYTES,
     max_depth: int = MAX_DEPTH,
-) -> dict:
+) -> dict[str, Any]:
     """Parse and normalise a workflow document, or raise ``InvalidWorkflow``."""
     parsed = load_json(raw, max_bytes=max_bytes, max_depth=max_depth)
     if not isinstance(parsed, dict):
@@ -195,6 +196,7 @@ def depth_of(value: Any, limit: int) -> int:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, level = stack.pop()
+        children: Iterable[Any]
         if isinstance(current, dict):
             children = current.values()
         elif isinstance(current, list):

@@ -104,5 +104,5 @@ def _may_overlap(first: tuple[Any, Any] | None, second: tuple[Any, Any] | None) 
     if first is None or second is None:
         return True
     if first[0] == sre.LITERAL and second[0] == sre.LITERAL:
-        return first[1] == second[1]
+        return bool(first[1] == second[1])
     return first[0] in _WIDE and second[0] in _WIDE

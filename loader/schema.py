@@ -12,7 +12,7 @@ be walked to find its ``x-code``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -320,7 +320,8 @@ def _code_for(schema: dict[str, Any], failure: ValidationError) -> str:
     if isinstance(found, str):
         return found
     if isinstance(found, dict) and failure.validator in found:
-        return found[failure.validator]
+        code: str = found[failure.validator]
+        return code
     return _DEFAULT_CODES.get(str(failure.validator), "INVALID_VALUE")
 
 
@@ -331,14 +332,16 @@ def _problems_for(
     skip: frozenset[str],
 ) -> Iterator[Problem]:
     instance = failure.instance
+    required = failure.validator_value
     if failure.validator == "required" and isinstance(instance, dict):
-        for name in failure.validator_value:
+        for name in required if isinstance(required, list) else ():
             if name not in instance:
                 yield error(code, [*path, name], f"The field {name!r} is required.")
         return
 
     if failure.validator == "additionalProperties" and isinstance(instance, dict):
-        known = failure.schema.get("properties", {})
+        schema = failure.schema
+        known = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
         make = warning if code == "UNKNOWN_FIELD" else error
         for name in instance:
             if name not in known and name not in skip:

@@ -34,7 +34,7 @@ OBJECT_OBJECT = "[object Object]"
 
 
 def validate(
-    document: dict,
+    document: dict[str, Any],
     *,
     registry: NodeRegistry | None = None,
     use_registry: bool = True,

@@ -139,7 +139,8 @@ class Accounts:
     def _read_user(self, username: str) -> dict[str, Any] | None:
         try:
             path = self._user_path(username)
-            return json.loads(path.read_text())
+            record: dict[str, Any] = json.loads(path.read_text())
+            return record
         except (InvalidRequest, FileNotFoundError, ValueError):
             return None
 
@@ -202,12 +203,11 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
     scopes = claims.get("scopes")
     tenant = claims.get("tenant")
     subject = claims.get("sub")
-    valid = (
+    if not (
         isinstance(scopes, list)
         and all(scope in SCOPES for scope in scopes)
         and is_tenant(tenant)
         and isinstance(subject, str)
-    )
-    if not valid:
+    ):
         raise Unauthorized("The token's claims are invalid.")
     return Identity(subject, tenant, tuple(scopes))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from packagerepo.config import Settings
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(arguments, "handler"):
         parser.print_help()
         return 2
-    return arguments.handler(arguments)
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
+    return handler(arguments)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +84,6 @@ def _api(arguments: argparse.Namespace) -> int:
     os.environ[MULTIPROC_ENV] = str(directory)
     command = gunicorn_command(bind=arguments.bind, workers=arguments.workers)
     os.execvp(command[0], command)
-    return 1  # not reached
 
 
 def _worker(arguments: argparse.Namespace) -> int:
@@ -96,7 +97,6 @@ def _worker(arguments: argparse.Namespace) -> int:
 
     command = worker_command(arguments.concurrency, arguments.name)
     os.execvp(command[0], command)
-    return 1  # not reached
 
 
 def read_password(env_name: str) -> str | None:

@@ -18,7 +18,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -95,6 +95,8 @@ class ServiceClient:
             body = None
         if response.status_code >= 400:
             raise ClientError(f"The service answered {response.status_code}.", body)
+        if not isinstance(body, dict):
+            raise ClientError("The service answered something other than JSON.")
         return body
 
     def login(self, username: str, password: str) -> dict[str, Any]:
@@ -104,14 +106,19 @@ class ServiceClient:
     def submit(self, workflow: str, workflow_input: Any) -> dict[str, Any]:
         """Enqueue a job; returns the job as the service describes it."""
         path = f"/v1/workflows/{workflow}/execute"
-        return self._call("POST", path, json=workflow_input)["job"]
+        job: dict[str, Any] = self._call("POST", path, json=workflow_input)["job"]
+        return job
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/v1/jobs/{job_id}")["job"]
+        job: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")["job"]
+        return job
 
     def jobs(self, **filters: Any) -> list[dict[str, Any]]:
         params = {name: value for name, value in filters.items() if value}
-        return self._call("GET", "/v1/jobs", params=params)["jobs"]
+        found: list[dict[str, Any]] = self._call("GET", "/v1/jobs", params=params)[
+            "jobs"
+        ]
+        return found
 
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """The job's server-sent events as (event, data) until ``done``."""
@@ -126,12 +133,14 @@ class ServiceClient:
         with response:
             if response.status_code >= 400:
                 raise ClientError(f"The service answered {response.status_code}.")
-            yield from _parse_events(response.iter_lines(decode_unicode=True))
+            yield from _parse_events(response.iter_lines())
 
 
-def _parse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _parse_events(lines: Iterator[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Parse the stream's lines, which are UTF-8 whatever the headers say."""
     event, data = "", ""
-    for line in lines:
+    for raw in lines:
+        line = raw.decode("utf-8")
         if line.startswith("event: "):
             event = line[len("event: ") :]
         elif line.startswith("data: "):
@@ -230,7 +239,9 @@ def jobs_command(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def run_client_command(handler: Any, arguments: argparse.Namespace) -> int:
+def run_client_command(
+    handler: Callable[[argparse.Namespace], int], arguments: argparse.Namespace
+) -> int:
     """Run a client command; a refusal becomes a message and exit status 1."""
     try:
         return handler(arguments)

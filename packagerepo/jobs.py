@@ -14,11 +14,13 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 import redis
+from redis.typing import EncodableT
 
 from packagerepo import keys
 from packagerepo.errors import IdempotencyKeyReused, NotFound
@@ -113,12 +115,27 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _encode(fields: dict[str, Any]) -> dict[str, str]:
+def _encode(fields: dict[str, Any]) -> dict[EncodableT, str]:
     return {name: json.dumps(value) for name, value in fields.items()}
 
 
-def _decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
-    return {name.decode(): json.loads(value) for name, value in raw.items()}
+def _decode(raw: Mapping[Any, Any]) -> dict[str, Any]:
+    return {_text(name): json.loads(value) for name, value in raw.items()}
+
+
+def _text(value: object) -> str:
+    """A member or value as Redis answered it (bytes: the client does not
+    decode), as text; redis-py's types also allow str and other shapes."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"Redis answered a {type(value).__name__} where text was due.")
+
+
+def _scored(batch: Iterable[Any]) -> list[tuple[str, float]]:
+    """The (member, score) pairs a ``withscores=True`` range answers."""
+    return [(_text(member), float(score)) for member, score in batch]
 
 
 def new_job_id() -> str:
@@ -209,12 +226,13 @@ class JobStore:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was used with a different request body."
             )
-        return existing["job"]
+        bound: str = existing["job"]
+        return bound
 
     def tenant_of(self, job_id: str) -> str | None:
         """The tenant owning ``job_id``, or None when it is unknown."""
         tenant = self.redis.get(keys.job_tenant(job_id))
-        return tenant.decode() if tenant else None
+        return _text(tenant) if tenant else None
 
     def get(self, tenant: str, job_id: str) -> dict[str, Any]:
         """The job, or NotFound (also for another tenant's job id)."""
@@ -280,7 +298,7 @@ class JobStore:
 
     def tenants_with_deferred_jobs(self) -> list[str]:
         return [
-            tenant.decode() for tenant in self.redis.smembers(keys.deferred_tenants())
+            _text(tenant) for tenant in self.redis.smembers(keys.deferred_tenants())
         ]
 
     def renew_lease(self, tenant: str, job_id: str) -> None:
@@ -292,7 +310,11 @@ class JobStore:
         )
 
     def record_progress(
-        self, tenant: str, job_id: str, nodes: list[dict], progress: dict
+        self,
+        tenant: str,
+        job_id: str,
+        nodes: list[dict[str, Any]],
+        progress: dict[str, int],
     ) -> None:
         self.redis.hset(
             keys.job(tenant, job_id),
@@ -304,7 +326,7 @@ class JobStore:
     ) -> bool:
         """Move a queued or running job to a terminal state; False if it ended."""
         fields = {"status": status.value, "finished_at": now_iso(), **fields}
-        pairs: list[str] = []
+        pairs: list[EncodableT] = []
         for name, value in _encode(fields).items():
             pairs += [name, value]
         outcome = self._finish(
@@ -316,7 +338,7 @@ class JobStore:
             ],
             args=[keys.JOB_TTL, lease_member(tenant, job_id), *pairs],
         )
-        return outcome == b"finished"
+        return bool(outcome == b"finished")
 
     def requeue(self, tenant: str, job_id: str) -> bool:
         """Put a running job whose lease lapsed back to queued."""
@@ -328,7 +350,7 @@ class JobStore:
             ],
             args=[lease_member(tenant, job_id)],
         )
-        return outcome == b"requeued"
+        return bool(outcome == b"requeued")
 
     def request_cancel(self, tenant: str, job_id: str) -> CancelOutcome:
         """Cancel a queued job now, or flag a running one to stop.
@@ -360,7 +382,7 @@ class JobStore:
             return CancelOutcome.CANCELLING
         return CancelOutcome.ALREADY_ENDED
 
-    def record_delivery(self, tenant: str, job_id: str, attempt: dict) -> int:
+    def record_delivery(self, tenant: str, job_id: str, attempt: dict[str, Any]) -> int:
         """Append a webhook delivery attempt; returns how many there are."""
         key = keys.job(tenant, job_id)
         deliveries = self.field(tenant, job_id, "deliveries") or []
@@ -380,24 +402,27 @@ class JobStore:
         )
         pairs = []
         for member in members:
-            tenant, _, job_id = member.decode().partition("/")
+            tenant, _, job_id = _text(member).partition("/")
             pairs.append((tenant, job_id))
         return pairs
 
     def running_count(self, tenant: str) -> int:
-        return self.redis.scard(keys.running_jobs(tenant))
+        return int(self.redis.scard(keys.running_jobs(tenant)))
 
-    def publish(self, tenant: str, job_id: str, kind: str, payload: dict) -> int:
+    def publish(
+        self, tenant: str, job_id: str, kind: str, payload: dict[str, Any]
+    ) -> int:
         """Append an event to the job's log and publish it; returns its seq."""
         event = json.dumps({"event": kind, "data": payload})
-        return self._event(
+        seq = self._event(
             keys=[keys.job_event_log(tenant, job_id), keys.job_events(tenant, job_id)],
             args=[event, keys.EVENT_LOG_TTL],
         )
+        return int(seq)
 
     def events_since(
         self, tenant: str, job_id: str, seq: int = 0
-    ) -> list[tuple[int, dict]]:
+    ) -> list[tuple[int, dict[str, Any]]]:
         """Events with a sequence number above ``seq``, oldest first."""
         raw = self.redis.lrange(keys.job_event_log(tenant, job_id), seq, -1)
         return [(seq + i + 1, json.loads(item)) for i, item in enumerate(raw)]
@@ -427,9 +452,9 @@ class JobStore:
             if not batch:
                 next_cursor = None
                 break
-            for job_id, score in batch:
+            for job_id, score in _scored(batch):
                 upper = f"({score}"
-                job = self._summary(tenant, job_id.decode())
+                job = self._summary(tenant, job_id)
                 if job and _matches(job, status, workflow):
                     found.append(job)
                     next_cursor = score

@@ -114,7 +114,7 @@ class Stack:
     """Child processes started in order and stopped in reverse, by kind."""
 
     def __init__(self) -> None:
-        self.children: list[tuple[str, str, subprocess.Popen]] = []
+        self.children: list[tuple[str, str, subprocess.Popen[bytes]]] = []
 
     def start(
         self, name: str, command: list[str], env: dict[str, str], kind: str
@@ -158,7 +158,7 @@ class Stack:
             process.wait()
 
 
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
 

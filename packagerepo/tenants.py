@@ -9,14 +9,15 @@ only, so the loader may use it.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from packagerepo.errors import InvalidRequest
 
 TENANT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
-def is_tenant(value: Any) -> bool:
+def is_tenant(value: Any) -> TypeGuard[str]:
+    """True when ``value`` is a string the tenant rule accepts."""
     return isinstance(value, str) and TENANT_PATTERN.fullmatch(value) is not None
 
 

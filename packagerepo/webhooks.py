@@ -76,7 +76,7 @@ def _addresses(
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise InvalidRequest("X-Callback-Url names a host that does not resolve.")
-    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def deliver(url: str, job: dict[str, Any], settings: Settings) -> dict[str, Any]:

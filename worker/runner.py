@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packagerepo import keys, metrics
 from packagerepo.config import Settings
@@ -23,6 +23,9 @@ from packagerepo.errors import PackageRepoError
 from packagerepo.jobs import JobStatus, now_iso
 from packagerepo.logs import log_context
 from packagerepo.services import Services
+
+if TYPE_CHECKING:
+    from worker.engine import RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +164,21 @@ class JobRunner:
             return JobStatus.FAILED, {"error": error.to_dict()}
         except Exception:
             log.exception("Job %s failed with an unexpected error.", job["id"])
-            error = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
-            return JobStatus.FAILED, {"error": error}
+            unexpected = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
+            return JobStatus.FAILED, {"error": unexpected}
 
-        error = outcome.error
-        if outcome.status == JobStatus.CANCELLED and error is None:
-            error = CANCELLED
+        job_error = outcome.error
+        if outcome.status == JobStatus.CANCELLED and job_error is None:
+            job_error = CANCELLED
         fields = {
             "result": outcome.result,
-            "error": error,
+            "error": job_error,
             "nodes": outcome.nodes,
             "progress": outcome.progress,
         }
         return JobStatus(outcome.status), fields
 
-    def _run_engine(self, job: dict[str, Any]) -> Any:
+    def _run_engine(self, job: dict[str, Any]) -> RunOutcome:
         from worker.engine import run_workflow
         from worker.nodes.base import Execution
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
+from celery import Task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from packagerepo import metrics, webhooks
@@ -64,7 +66,7 @@ def execute(job_id: str) -> None:
 
 
 @celery_app.task(name=WEBHOOK_TASK, bind=True, ignore_result=True, max_retries=None)
-def deliver_webhook(self, job_id: str) -> None:
+def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
     """POST the ended job to its callback URL, retrying with backoff.
 
     Every attempt is recorded on the job; Celery's own retry schedules the
@@ -100,7 +102,7 @@ def deliver_webhook(self, job_id: str) -> None:
         raise self.retry(countdown=settings.webhook_backoff_seconds * 2 ** (count - 1))
 
 
-def _public(job: dict) -> dict:
+def _public(job: dict[str, Any]) -> dict[str, Any]:
     hidden = {"input", "cancel_requested", "digest", "worker", "deliveries"}
     return {name: value for name, value in job.items() if name not in hidden}
 
