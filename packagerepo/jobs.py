@@ -22,7 +22,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT
 
-from packagerepo import keys
+from packagerepo import job_scripts, keys
 from packagerepo.errors import IdempotencyKeyReused, NotFound
 
 
@@ -45,70 +45,6 @@ class CancelOutcome(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-# queued -> running; bumps attempts, records the worker and leases the job.
-# A tenant already running its cap of jobs gets 'deferred' instead: the job
-# waits in the tenant's deferred set until one of its jobs ends.
-_CLAIM = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"queued"' then return status or false end
-if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
-  redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[5])
-  redis.call('EXPIRE', KEYS[4], ARGV[6])
-  redis.call('SADD', KEYS[5], ARGV[9])
-  return 'deferred'
-end
-redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
-           'worker', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[6])
-return 'claimed'
-"""
-
-# running|queued -> a terminal state, with the given fields; sets the TTL.
-_FINISH = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' and status ~= '"queued"' then return status or false end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[4], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
-return 'finished'
-"""
-
-# running -> queued again (lease lapsed); the reaper re-enqueues the message.
-_REQUEUE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return status or false
-end
-redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
-return 'requeued'
-"""
-
-# Up to (cap - running) deferred jobs of a tenant, oldest first, to re-send.
-_RELEASE = """
-local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[1])
-if free <= 0 then return {} end
-local popped = redis.call('ZPOPMIN', KEYS[2], free)
-local ids = {}
-for i = 1, #popped, 2 do table.insert(ids, popped[i]) end
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
-return ids
-"""
-
-_EVENT = """
-local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
-return seq
-"""
 
 
 def now_iso() -> str:
@@ -152,11 +88,11 @@ class JobStore:
     def __init__(self, client: redis.Redis, *, lease_seconds: int = 30) -> None:
         self.redis = client
         self.lease_seconds = lease_seconds
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
-        self._requeue = client.register_script(_REQUEUE)
-        self._event = client.register_script(_EVENT)
-        self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(job_scripts.CLAIM)
+        self._finish = client.register_script(job_scripts.FINISH)
+        self._requeue = client.register_script(job_scripts.REQUEUE)
+        self._event = client.register_script(job_scripts.EVENT)
+        self._release = client.register_script(job_scripts.RELEASE)
 
     def create(
         self,

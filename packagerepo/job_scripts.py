@@ -1,0 +1,72 @@
+"""The Lua scripts behind the job store's atomic state transitions.
+
+Each runs in Redis as one step, so a redelivered message, a reaper and a
+cancel request can never move a job backwards or out of a terminal state.
+``packagerepo.jobs`` registers them; the KEYS and ARGV they take are listed
+where it calls them.
+"""
+
+# queued -> running; bumps attempts, records the worker and leases the job.
+# A tenant already running its cap of jobs gets 'deferred' instead: the job
+# waits in the tenant's deferred set until one of its jobs ends.
+CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"queued"' then return status or false end
+if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
+  redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[5])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('SADD', KEYS[5], ARGV[9])
+  return 'deferred'
+end
+redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
+           'worker', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+return 'claimed'
+"""
+
+# running|queued -> a terminal state, with the given fields; sets the TTL.
+FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' and status ~= '"queued"' then return status or false end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
+return 'finished'
+"""
+
+# running -> queued again (lease lapsed); the reaper re-enqueues the message.
+REQUEUE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= '"running"' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return status or false
+end
+redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
+return 'requeued'
+"""
+
+# Up to (cap - running) deferred jobs of a tenant, oldest first, to re-send.
+RELEASE = """
+local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[1])
+if free <= 0 then return {} end
+local popped = redis.call('ZPOPMIN', KEYS[2], free)
+local ids = {}
+for i = 1, #popped, 2 do table.insert(ids, popped[i]) end
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return ids
+"""
+
+# Appends an event to the job's log and publishes it; answers its seq.
+EVENT = """
+local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
+return seq
+"""
