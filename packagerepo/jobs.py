@@ -319,14 +319,28 @@ class JobStore:
         return CancelOutcome.ALREADY_ENDED
 
     def record_delivery(self, tenant: str, job_id: str, attempt: dict[str, Any]) -> int:
-        """Append a webhook delivery attempt; returns how many there are."""
+        """Append a webhook delivery attempt; returns how many there are.
+
+        An optimistic transaction: two deliveries recorded at once (a retry
+        and a cancel's delivery) both land.
+        """
         key = keys.job(tenant, job_id)
-        deliveries = self.field(tenant, job_id, "deliveries") or []
-        deliveries.append(attempt)
-        # HSET on an existing key keeps its TTL; a job that expired stays gone.
-        if self.redis.exists(key):
-            self.redis.hset(key, "deliveries", json.dumps(deliveries))
-        return len(deliveries)
+        count = 0
+
+        def append(pipe: Any) -> None:
+            nonlocal count
+            raw = pipe.hget(key, "deliveries")
+            deliveries = json.loads(raw) if raw else []
+            deliveries.append(attempt)
+            count = len(deliveries)
+            pipe.multi()
+            # Only on an existing record: HSET keeps its TTL, and a job that
+            # expired stays gone.
+            if raw is not None:
+                pipe.hset(key, "deliveries", json.dumps(deliveries))
+
+        self.redis.transaction(append, key)
+        return count
 
     def cancel_requested(self, tenant: str, job_id: str) -> bool:
         return bool(self.field(tenant, job_id, "cancel_requested"))

@@ -172,9 +172,10 @@ def test_job_survives_its_worker_being_killed(isolated_stack):
     os.killpg(first.process.pid, signal.SIGKILL)
     stack.add_worker()
 
-    job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=40)
+    job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=60)
     assert job["status"] == "succeeded"
-    assert job["attempts"] == 2
+    # At least one re-run; on a loaded machine a lease can lapse once more.
+    assert job["attempts"] >= 2
 
 
 def test_job_whose_workers_keep_dying_ends_worker_lost(isolated_stack):
