@@ -6,10 +6,23 @@ cancel request can never move a job backwards or out of a terminal state.
 where it calls them.
 """
 
-# queued -> running; bumps attempts, records the worker and leases the job.
+
+# Appends the event ARGV[n] to the log KEYS[log] and publishes it on the
+# channel KEYS[channel] as "<seq> <event>"; shared by the scripts below.
+def _append_event(log: int, channel: int, event: int, ttl: int) -> str:
+    return f"""
+local seq = redis.call('RPUSH', KEYS[{log}], ARGV[{event}])
+redis.call('EXPIRE', KEYS[{log}], ARGV[{ttl}])
+redis.call('PUBLISH', KEYS[{channel}], seq .. ' ' .. ARGV[{event}])
+"""
+
+
+# queued -> running; bumps attempts, records the worker, leases the job,
+# appends the "running" event and answers {'claimed', field, value, ...}.
 # A tenant already running its cap of jobs gets 'deferred' instead: the job
 # waits in the tenant's deferred set until one of its jobs ends.
-CLAIM = """
+CLAIM = (
+    """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"queued"' then return status or false end
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
@@ -24,20 +37,32 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[6])
-return 'claimed'
 """
+    + _append_event(log=6, channel=7, event=10, ttl=11)
+    + """
+local job = redis.call('HGETALL', KEYS[1])
+table.insert(job, 1, 'claimed')
+return job
+"""
+)
 
-# running|queued -> a terminal state, with the given fields; sets the TTL.
-FINISH = """
+# running|queued -> a terminal state, with the given fields; sets the TTL
+# and appends the "done" event, so no job ends without one.
+FINISH = (
+    """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"queued"' then return status or false end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
+"""
+    + _append_event(log=5, channel=6, event=3, ttl=4)
+    + """
 return 'finished'
 """
+)
 
 # running -> queued again (lease lapsed); the reaper re-enqueues the message.
 REQUEUE = """
@@ -64,9 +89,4 @@ return ids
 """
 
 # Appends an event to the job's log and publishes it; answers its seq.
-EVENT = """
-local seq = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. ARGV[1])
-return seq
-"""
+EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"

@@ -74,6 +74,11 @@ def _scored(batch: Iterable[Any]) -> list[tuple[str, float]]:
     return [(_text(member), float(score)) for member, score in batch]
 
 
+def event_json(kind: str, payload: dict[str, Any]) -> str:
+    """A job event as stored in its log and sent on its channel."""
+    return json.dumps({"event": kind, "data": payload})
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -187,12 +192,14 @@ class JobStore:
 
     def claim(
         self, tenant: str, job_id: str, worker: str, *, max_running: int = 1_000_000
-    ) -> str:
+    ) -> tuple[str, dict[str, Any] | None]:
         """Move a queued job to running under this worker's lease.
 
-        Returns ``claimed``, ``deferred`` (the tenant runs ``max_running``
-        jobs already; the job waits in its deferred set, see
-        ``release_deferred``) or the status that made the job unclaimable.
+        Answers ``("claimed", job)`` with the job as it now is (its
+        ``running`` event already sent), ``("deferred", None)`` when the
+        tenant runs ``max_running`` jobs already (the job waits in its
+        deferred set, see ``release_deferred``), or the status that made the
+        job unclaimable.
         """
         outcome = self._claim(
             keys=[
@@ -201,6 +208,8 @@ class JobStore:
                 keys.running_jobs(tenant),
                 keys.deferred_jobs(tenant),
                 keys.deferred_tenants(),
+                keys.job_event_log(tenant, job_id),
+                keys.job_events(tenant, job_id),
             ],
             args=[
                 json.dumps(now_iso()),
@@ -212,9 +221,14 @@ class JobStore:
                 max_running,
                 time.time(),
                 tenant,
+                event_json("status", {"status": JobStatus.RUNNING.value}),
+                keys.EVENT_LOG_TTL,
             ],
         )
-        return outcome.decode() if outcome else "missing"
+        if isinstance(outcome, list):
+            pairs = outcome[1:]
+            return "claimed", _decode(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        return (outcome.decode() if outcome else "missing"), None
 
     def release_deferred(self, tenant: str, max_running: int) -> list[str]:
         """Deferred jobs of ``tenant`` that now fit under its cap, oldest first.
@@ -237,30 +251,47 @@ class JobStore:
             _text(tenant) for tenant in self.redis.smembers(keys.deferred_tenants())
         ]
 
-    def renew_lease(self, tenant: str, job_id: str) -> None:
-        """Push the lease's expiry forward; only while the job is leased."""
-        self.redis.zadd(
-            keys.leased_jobs(),
-            {lease_member(tenant, job_id): time.time() + self.lease_seconds},
-            xx=True,
-        )
+    def renew_leases(self, held: list[tuple[str, str]]) -> None:
+        """Push the expiry of these (tenant, job id) leases forward, in one
+        round trip; a lease that was reaped meanwhile is not revived."""
+        expiry = time.time() + self.lease_seconds
+        members: dict[str, float] = {
+            lease_member(tenant, job_id): expiry for tenant, job_id in held
+        }
+        self.redis.zadd(keys.leased_jobs(), members, xx=True)
 
-    def record_progress(
+    def record_node(
         self,
         tenant: str,
         job_id: str,
         nodes: list[dict[str, Any]],
         progress: dict[str, int],
+        node: dict[str, Any],
     ) -> None:
-        self.redis.hset(
-            keys.job(tenant, job_id),
-            mapping=_encode({"nodes": nodes, "progress": progress}),
-        )
+        """Store the node log and progress and send the ``node`` event, in one
+        round trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                keys.job(tenant, job_id),
+                mapping=_encode({"nodes": nodes, "progress": progress}),
+            )
+            self._event(
+                keys=[
+                    keys.job_event_log(tenant, job_id),
+                    keys.job_events(tenant, job_id),
+                ],
+                args=[event_json("node", node), keys.EVENT_LOG_TTL],
+                client=pipe,
+            )
+            pipe.execute()
 
     def finish(
         self, tenant: str, job_id: str, status: JobStatus, **fields: Any
     ) -> bool:
-        """Move a queued or running job to a terminal state; False if it ended."""
+        """Move a queued or running job to a terminal state; False if it ended.
+
+        The ``done`` event is sent in the same step.
+        """
         fields = {"status": status.value, "finished_at": now_iso(), **fields}
         pairs: list[EncodableT] = []
         for name, value in _encode(fields).items():
@@ -271,8 +302,16 @@ class JobStore:
                 keys.leased_jobs(),
                 keys.running_jobs(tenant),
                 keys.job_tenant(job_id),
+                keys.job_event_log(tenant, job_id),
+                keys.job_events(tenant, job_id),
             ],
-            args=[keys.JOB_TTL, lease_member(tenant, job_id), *pairs],
+            args=[
+                keys.JOB_TTL,
+                lease_member(tenant, job_id),
+                event_json("done", {"status": status.value}),
+                keys.EVENT_LOG_TTL,
+                *pairs,
+            ],
         )
         return bool(outcome == b"finished")
 
@@ -312,7 +351,6 @@ class JobStore:
                 "status": 409,
             },
         ):
-            self.publish(tenant, job_id, "done", {"status": "cancelled"})
             return CancelOutcome.CANCELLED
         if self.status(tenant, job_id) is JobStatus.RUNNING:
             return CancelOutcome.CANCELLING
@@ -363,7 +401,7 @@ class JobStore:
         self, tenant: str, job_id: str, kind: str, payload: dict[str, Any]
     ) -> int:
         """Append an event to the job's log and publish it; returns its seq."""
-        event = json.dumps({"event": kind, "data": payload})
+        event = event_json(kind, payload)
         seq = self._event(
             keys=[keys.job_event_log(tenant, job_id), keys.job_events(tenant, job_id)],
             args=[event, keys.EVENT_LOG_TTL],

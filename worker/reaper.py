@@ -101,7 +101,6 @@ class Reaper:
         if not jobs.finish(tenant, job_id, JobStatus.FAILED, error=WORKER_LOST):
             return 0
         log.error("Job %s lost its worker %d times; it failed.", job_id, attempts)
-        jobs.publish(tenant, job_id, "done", {"status": "failed"})
         if jobs.field(tenant, job_id, "callback_url"):
             self.send_webhook(job_id)
         return 1

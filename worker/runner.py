@@ -8,13 +8,14 @@ records every node and ends the job in exactly one terminal state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from packagerepo import keys, metrics
@@ -49,31 +50,58 @@ def release_deferred(
     return len(released)
 
 
-class LeaseKeeper:
-    """Renews a job's lease every third of its length until stopped."""
+class LeaseRenewer:
+    """One thread per worker process renewing every lease the process holds.
 
-    def __init__(self, services: Services, tenant: str, job_id: str) -> None:
+    A lease is renewed every third of ``LEASE_SECONDS``; one pipeline renews
+    them all, whatever number of jobs the process runs.
+    """
+
+    def __init__(self, services: Services) -> None:
         self._jobs = services.jobs
-        self._tenant = tenant
-        self._job_id = job_id
-        self._stop = threading.Event()
         self._interval = max(0.2, services.settings.lease_seconds / 3)
-        self._thread = threading.Thread(target=self._renew, daemon=True)
+        self._held: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
+    @contextlib.contextmanager
+    def holding(self, tenant: str, job_id: str) -> Iterator[None]:
+        """Renew the job's lease while the block runs."""
+        with self._lock:
+            self._held.add((tenant, job_id))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._renew_forever, name="lease-renewer", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.discard((tenant, job_id))
 
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self._interval):
+    def _renew_forever(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                held = list(self._held)
+            if not held:
+                continue
             try:
-                self._jobs.renew_lease(self._tenant, self._job_id)
+                self._jobs.renew_leases(held)
             except Exception:
-                log.warning("Renewing the lease of job %s failed.", self._job_id)
+                log.warning("Renewing %d leases failed; retrying.", len(held))
+
+
+_renewer: LeaseRenewer | None = None
+
+
+def lease_renewer(services: Services) -> LeaseRenewer:
+    """This process's lease renewer (threads do not survive a fork)."""
+    global _renewer
+    if _renewer is None:
+        _renewer = LeaseRenewer(services)
+    return _renewer
 
 
 class JobRunner:
@@ -99,7 +127,7 @@ class JobRunner:
             return
 
         with log_context(tenant=tenant, job=job_id):
-            claim = jobs.claim(
+            claim, job = jobs.claim(
                 tenant,
                 job_id,
                 self.worker_name,
@@ -107,26 +135,23 @@ class JobRunner:
             )
             if claim == "deferred":
                 log.info("Job %s waits: its tenant runs its cap of jobs.", job_id)
-            elif claim != "claimed":
+            elif job is None:
                 log.info("Job %s is %s; nothing to do.", job_id, claim)
             else:
-                self._run_claimed(tenant, job_id)
+                self._run_claimed(tenant, job_id, job)
 
-    def _run_claimed(self, tenant: str, job_id: str) -> None:
-        job = self.services.jobs.get(tenant, job_id)
+    def _run_claimed(self, tenant: str, job_id: str, job: dict[str, Any]) -> None:
         # The request id ties the worker's lines to the API request that
         # submitted the job.
         with log_context(workflow=job["workflow"], request_id=job.get("request_id")):
             self._run_job(tenant, job_id, job)
 
     def _run_job(self, tenant: str, job_id: str, job: dict[str, Any]) -> None:
-        jobs = self.services.jobs
-        jobs.publish(tenant, job_id, "status", {"status": "running"})
         log.info("Job %s started workflow %s.", job_id, job["workflow"])
         started = time.monotonic()
         metrics.job_started(job["workflow"], tenant)
 
-        with LeaseKeeper(self.services, tenant, job_id):
+        with lease_renewer(self.services).holding(tenant, job_id):
             status, fields = self._execute(job)
         metrics.sync_cache_stats(self.services.cache)
         try:
@@ -146,7 +171,6 @@ class JobRunner:
         jobs = self.services.jobs
 
         if jobs.finish(tenant, job_id, status, **fields):
-            jobs.publish(tenant, job_id, "done", {"status": status.value})
             elapsed = time.monotonic() - started
             metrics.job_finished(job["workflow"], tenant, status.value, elapsed)
             log.info("Job %s ended %s.", job_id, status.value)
@@ -310,10 +334,13 @@ class JobObserver:
         with log_context(node=payload["name"]):
             log.info("Node %s ended %s.", payload["name"], payload.get("status"))
         metrics.node_finished(payload)
-        self._jobs.record_progress(
-            self._tenant, self._job_id, list(self._nodes.values()), self._progress
+        self._jobs.record_node(
+            self._tenant,
+            self._job_id,
+            list(self._nodes.values()),
+            self._progress,
+            payload,
         )
-        self._jobs.publish(self._tenant, self._job_id, "node", payload)
 
 
 _runner: JobRunner | None = None

@@ -155,7 +155,7 @@ def test_the_reaper_counts_the_leases_it_reaps(isolated_stack):
     job = jobs.create(
         tenant="reaped", workflow="greet", digest="d", input={}, submitted_by="t"
     )
-    assert jobs.claim("reaped", job["id"], "gone-worker") == "claimed"
+    assert jobs.claim("reaped", job["id"], "gone-worker")[0] == "claimed"
     time.sleep(0.05)
     requeued: list[str] = []
     before = REGISTRY.get_sample_value("packagerepo_leases_reaped_total") or 0
