@@ -72,11 +72,10 @@ def execute(name: str) -> Response:
     wait = _wait_seconds()
     workflow_input = json_body(default={})
 
-    document, _source = state.catalog.read(tenant, name)
-    check_scope(identity, _required_scope(document))
+    validated = state.cache.validated_file(state.catalog, tenant, name)
+    check_scope(identity, _required_scope(validated.document))
     state.rate_limits.hit(state.settings.tenant_submit_rate, "submit", tenant)
     callback_url = _callback_url()
-    validated = state.cache.validated(tenant, document)
     validated.report.raise_for_errors()
 
     job_id = new_job_id()

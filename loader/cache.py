@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from loader.catalog import Catalog
 from loader.document import MAX_DEPTH, ParsedDocument, depth_of
 from loader.problems import Report
 from loader.registry import NodeRegistry, load_registry
@@ -77,6 +78,7 @@ class WorkflowCache:
         self._entries: OrderedDict[tuple[str, str], CachedWorkflow] = OrderedDict()
         self._lock = threading.Lock()
         self._stats = {"hits_memory": 0, "hits_redis": 0, "misses": 0}
+        self._by_file: OrderedDict[tuple[Any, ...], CachedWorkflow] = OrderedDict()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -109,6 +111,32 @@ class WorkflowCache:
         entry = CachedWorkflow(digest, dict(working), report)
         self._remember(tenant, entry)
         self._store_in_redis(tenant, entry)
+        return entry
+
+    def validated_file(
+        self, catalog: Catalog, tenant: str, name: str
+    ) -> CachedWorkflow:
+        """The validated entry for a catalog workflow, without reading or
+        digesting its file again while the file is unchanged.
+
+        Keyed by the file's stamp (inode, size, mtime), so an edited or
+        re-registered workflow is read afresh; the entry itself is still
+        keyed by the document's digest like any other.
+        """
+        key = (tenant, name, *catalog.stamp(tenant, name))
+        with self._lock:
+            entry = self._by_file.get(key)
+            if entry is not None:
+                self._by_file.move_to_end(key)
+                self._stats["hits_memory"] += 1
+                return entry
+
+        document, _source = catalog.read(tenant, name)
+        entry = self.validated(tenant, document)
+        with self._lock:
+            self._by_file[key] = entry
+            while len(self._by_file) > self.lru_size:
+                self._by_file.popitem(last=False)
         return entry
 
     def fetch(self, tenant: str, digest: str) -> CachedWorkflow | None:

@@ -58,6 +58,18 @@ class Catalog:
             return "tenant"
         raise WorkflowNotFound(f"No workflow is named {name!r}.")
 
+    def stamp(self, tenant: str, name: str) -> tuple[Any, ...]:
+        """What changes whenever the workflow's file changes: where it lives,
+        its inode, size and modification time (a save renames a new file
+        into place, so the inode changes too)."""
+        source = self.source_of(tenant, name)
+        folder = self.bundled_dir if source == "bundled" else self.tenant_dir(tenant)
+        try:
+            stat = (folder / f"{name}.json").stat()
+        except FileNotFoundError:
+            raise WorkflowNotFound(f"No workflow is named {name!r}.")
+        return (source, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
     def read(self, tenant: str, name: str) -> tuple[dict[str, Any], Source]:
         """The parsed document and where it came from.
 

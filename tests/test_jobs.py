@@ -243,3 +243,21 @@ def test_jobs_list_is_newest_first_filtered_and_paginated(
     assert second["next_cursor"] is None
     failed = client.get("/v1/jobs?status=failed", headers=auth).get_json()
     assert failed["jobs"] == []
+
+
+def test_a_re_registered_workflow_is_never_served_stale(client, auth, worker):
+    import copy
+
+    from tests.conftest import GREET
+
+    edited = copy.deepcopy(GREET)
+    edited["nodes"][1]["parameters"]["values"]["greeting"] = "Bye, {{ $json.name }}!"
+
+    first = client.put("/v1/workflows/versioned", json=GREET, headers=auth)
+    before = submit(client, auth, "versioned", {"name": "A"}, "?wait=20")
+    second = client.put("/v1/workflows/versioned", json=edited, headers=auth)
+    after = submit(client, auth, "versioned", {"name": "A"}, "?wait=20")
+
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert before.get_json()["result"]["greeting"] == "Hello, A!"
+    assert after.get_json()["result"]["greeting"] == "Bye, A!"

@@ -232,8 +232,9 @@ class JobRunner:
             return cached.document
 
         log.info("Workflow %s was not cached; loading its file.", job["workflow"])
-        document, _source = self.services.catalog.read(tenant, job["workflow"])
-        validated = self.services.cache.validated(tenant, document)
+        validated = self.services.cache.validated_file(
+            self.services.catalog, tenant, job["workflow"]
+        )
         validated.report.raise_for_errors()
         return validated.document
 
