@@ -90,3 +90,8 @@ return ids
 
 # Appends an event to the job's log and publishes it; answers its seq.
 EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"
+
+# A node ended: store the node log and progress, append its "node" event.
+RECORD_NODE = """
+redis.call('HSET', KEYS[1], 'nodes', ARGV[1], 'progress', ARGV[2])
+""" + _append_event(log=2, channel=3, event=3, ttl=4) + "return seq\n"

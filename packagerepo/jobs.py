@@ -97,6 +97,7 @@ class JobStore:
         self._finish = client.register_script(job_scripts.FINISH)
         self._requeue = client.register_script(job_scripts.REQUEUE)
         self._event = client.register_script(job_scripts.EVENT)
+        self._record_node = client.register_script(job_scripts.RECORD_NODE)
         self._release = client.register_script(job_scripts.RELEASE)
 
     def create(
@@ -270,20 +271,19 @@ class JobStore:
     ) -> None:
         """Store the node log and progress and send the ``node`` event, in one
         round trip."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
+        self._record_node(
+            keys=[
                 keys.job(tenant, job_id),
-                mapping=_encode({"nodes": nodes, "progress": progress}),
-            )
-            self._event(
-                keys=[
-                    keys.job_event_log(tenant, job_id),
-                    keys.job_events(tenant, job_id),
-                ],
-                args=[event_json("node", node), keys.EVENT_LOG_TTL],
-                client=pipe,
-            )
-            pipe.execute()
+                keys.job_event_log(tenant, job_id),
+                keys.job_events(tenant, job_id),
+            ],
+            args=[
+                json.dumps(nodes),
+                json.dumps(progress),
+                event_json("node", node),
+                keys.EVENT_LOG_TTL,
+            ],
+        )
 
     def finish(
         self, tenant: str, job_id: str, status: JobStatus, **fields: Any
