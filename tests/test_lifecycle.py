@@ -261,8 +261,8 @@ def test_no_accepted_job_is_lost_while_workers_are_killed_and_restarted(
     auth = _register(stack, "acme")
 
     ids = [
-        submit(client, auth, "slow", {"ms": 80}).get_json()["job"]["id"]
-        for _ in range(120)
+        submit(client, auth, "slow", {"ms": 50}).get_json()["job"]["id"]
+        for _ in range(200)
     ]
     for _ in range(3):
         time.sleep(1.0)
