@@ -107,3 +107,11 @@ def celery_queue_lists(queue: str) -> list[str]:
     priority step; unprioritised messages sit in the first). Kombu names
     them, not this service; the metrics read their length."""
     return [queue] + [f"{queue}\x06\x16{step}" for step in (3, 6, 9)]
+
+
+def celery_unacked() -> tuple[str, str]:
+    """The hash of messages kombu delivered but that are not acknowledged
+    yet, and its index sorted by delivery time. Kombu names them (its Redis
+    transport's defaults), not this service; the reaper reads them to find
+    deliveries whose worker died before claiming the job."""
+    return "unacked", "unacked_index"

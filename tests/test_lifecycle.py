@@ -279,3 +279,28 @@ def test_no_accepted_job_is_lost_while_workers_are_killed_and_restarted(
     assert {job["status"] for job in ended} == {"succeeded"}
     # Re-runs happened only for jobs whose worker died under them.
     assert sum(job["attempts"] > 1 for job in ended) <= 3
+
+
+def test_a_job_delivered_to_a_worker_that_died_before_claiming_it_still_runs(
+    isolated_stack,
+):
+    import psutil
+
+    stack = isolated_stack(LEASE_SECONDS="1")
+    doomed = stack.add_worker()
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    redis = stack.redis.client()
+    # A stopped pool process: the worker takes the message but never claims.
+    for child in psutil.Process(doomed.process.pid).children():
+        child.suspend()
+
+    job_id = submit(client, auth, "greet", {"name": "o"}).get_json()["job"]["id"]
+    wait_until(lambda: redis.zcard("unacked_index") == 1)
+    os.killpg(doomed.process.pid, signal.SIGKILL)
+    doomed.process.wait()
+    stack.add_worker()
+
+    job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=30)
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 1

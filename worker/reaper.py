@@ -6,19 +6,25 @@ attempts left) or ends it ``failed`` with ``WORKER_LOST``. The transitions
 are atomic scripts in the job store, so with several reapers exactly one of
 them acts on a given job; only that one re-sends the message.
 
-NOTE: a worker killed in the milliseconds between receiving a message and
-claiming its job holds no lease yet; that message comes back only when
-kombu restores unacknowledged messages after the visibility timeout (two
-hours). Tracking "delivered but unclaimed" jobs (kombu's ``unacked_index``)
-would close the gap; with a prefetch of one the window is a single message.
+A worker can also die after receiving a message but before claiming its
+job (no lease yet). Kombu would restore that message only after the
+visibility timeout (two hours), so the reaper also looks at kombu's
+unacknowledged deliveries: one older than two lease periods whose job is
+still ``queued`` was orphaned (a live worker claims within milliseconds, and
+with a prefetch of one it holds no other message), so the reaper drops the
+delivery and sends the job again.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
+from packagerepo import keys
 from packagerepo.jobs import JobStatus
 from packagerepo.logs import log_context
 from packagerepo.services import Services
@@ -74,8 +80,37 @@ class Reaper:
         for tenant, job_id in self.services.jobs.expired_leases():
             with log_context(tenant=tenant, job=job_id):
                 acted += self._reap(tenant, job_id)
+        acted += self._resend_orphaned_deliveries()
         self._release_deferred()
         return acted
+
+    def _resend_orphaned_deliveries(self) -> int:
+        client = self.services.redis
+        unacked, index = keys.celery_unacked()
+        cutoff = time.time() - 2 * self.services.settings.lease_seconds
+        resent = 0
+        for tag in client.zrangebyscore(index, 0, cutoff, start=0, num=100):
+            if not isinstance(tag, bytes):
+                continue
+            raw = client.hget(unacked, tag)
+            job_id = _execute_job_id(raw if isinstance(raw, bytes) else None)
+            tenant = self.services.jobs.tenant_of(job_id) if job_id else None
+            if job_id is None or tenant is None:
+                continue
+            if self.services.jobs.status(tenant, job_id) is not JobStatus.QUEUED:
+                continue
+            # Only the reaper that removes the delivery sends the job again.
+            with client.pipeline() as pipe:
+                pipe.zrem(index, tag)
+                pipe.hdel(unacked, tag)
+                removed, _ = pipe.execute()
+            if removed:
+                log.warning(
+                    "Job %s was delivered to a worker that died; re-sent.", job_id
+                )
+                self.enqueue(job_id)
+                resent += 1
+        return resent
 
     def _release_deferred(self) -> None:
         """Safety net: deferred jobs whose tenant has room, whatever freed it
@@ -104,3 +139,17 @@ class Reaper:
         if jobs.field(tenant, job_id, "callback_url"):
             self.send_webhook(job_id)
         return 1
+
+
+def _execute_job_id(raw: bytes | None) -> str | None:
+    """The job id in a kombu delivery of the execute task, else None."""
+    from worker.celery_app import EXECUTE_TASK
+
+    try:
+        message = json.loads(raw or b"null")[0]
+        if message["headers"]["task"] != EXECUTE_TASK:
+            return None
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        return str(args[0])
+    except (ValueError, LookupError, TypeError):
+        return None
