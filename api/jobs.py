@@ -28,8 +28,7 @@ from worker.celery_app import enqueue_job, send_webhook
 
 jobs_bp = Blueprint("jobs", __name__)
 
-ANONYMOUS_TENANT = "public"
-"""Tenant of jobs run without a token (only workflows whose scope is none)."""
+ANONYMOUS_TENANT = keys.ANONYMOUS_TENANT
 SSE_HEARTBEAT_SECONDS = 15.0
 PUBLIC_FIELDS = (
     "id", "tenant", "workflow", "status", "created_at", "started_at",

@@ -306,10 +306,10 @@ class JobStore:
                 keys.job_events(tenant, job_id),
             ],
             args=[
-                keys.JOB_TTL,
+                keys.ended_job_ttl(tenant),
                 lease_member(tenant, job_id),
                 event_json("done", {"status": status.value}),
-                keys.EVENT_LOG_TTL,
+                keys.ended_job_ttl(tenant),
                 *pairs,
             ],
         )

@@ -20,6 +20,16 @@ JOB_PENDING_TTL = 2 * 24 * 3600
 IDEMPOTENCY_TTL = 24 * 3600
 WORKFLOW_CACHE_TTL = int(os.environ.get("WORKFLOW_CACHE_TTL_SECONDS", "3600"))
 EVENT_LOG_TTL = JOB_TTL
+ANONYMOUS_TENANT = "public"
+"""Tenant of jobs run without a token (workflows whose scope is ``none``)."""
+ANONYMOUS_JOB_TTL = 300
+"""How long an anonymous job lives after it ends: its result (an
+``auth_login`` token, say) is readable by whoever holds the job id."""
+
+
+def ended_job_ttl(tenant: str) -> int:
+    """How long a job of ``tenant`` and its events live after it ends."""
+    return ANONYMOUS_JOB_TTL if tenant == ANONYMOUS_TENANT else JOB_TTL
 SERVER_REPORT_TTL = 60
 """A worker's start-up report; its reaper renews it while the worker lives."""
 JOB_INDEX_MAX = 10_000

@@ -261,3 +261,23 @@ def test_a_re_registered_workflow_is_never_served_stale(client, auth, worker):
     assert (first.status_code, second.status_code) == (201, 200)
     assert before.get_json()["result"]["greeting"] == "Hello, A!"
     assert after.get_json()["result"]["greeting"] == "Bye, A!"
+
+
+def test_an_anonymous_login_job_and_its_token_expire_within_minutes(
+    client, app, tenant, worker
+):
+    from packagerepo import keys
+
+    accounts = app.extensions["packagerepo"].accounts
+    accounts.add_user(f"anon-{tenant}", "pw", tenant=tenant, scopes=["read"])
+    redis = app.extensions["packagerepo"].redis
+
+    response = client.post(
+        "/v1/workflows/auth_login/execute?wait=20",
+        json={"username": f"anon-{tenant}", "password": "pw"},
+    )
+
+    assert response.status_code == 200
+    job_id = response.get_json()["job"]["id"]
+    assert 0 < redis.ttl(keys.job("public", job_id)) <= keys.ANONYMOUS_JOB_TTL
+    assert 0 < redis.ttl(keys.job_event_log("public", job_id)) <= keys.ANONYMOUS_JOB_TTL
