@@ -203,7 +203,14 @@ def _caller_tenant() -> str:
 
 @jobs_bp.get("/v1/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job = services().jobs.get(_caller_tenant(), _checked_id(job_id))
+    """The job; with ``?wait=N`` a long poll that answers once it has ended
+    or N seconds have passed, whichever comes first."""
+    tenant, job_id = _caller_tenant(), _checked_id(job_id)
+    wait = _wait_seconds()
+    job = services().jobs.get(tenant, job_id)
+    if wait > 0 and not JobStatus(job["status"]).terminal:
+        _wait_for_end(tenant, job_id, wait)
+        job = services().jobs.get(tenant, job_id)
     return jsonify({"ok": True, "job": job_view(job)})
 
 

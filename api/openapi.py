@@ -296,7 +296,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/jobs/<job_id>", "GET"): {
         "summary": "A job: status, progress, per-node log, result or error.",
         "security": OPTIONAL_BEARER,
-        "parameters": JOB_ID,
+        "parameters": [
+            *JOB_ID,
+            _param(
+                "wait",
+                "query",
+                {"type": "number", "minimum": 0, "maximum": 30},
+                "Long poll: answer once the job has ended or after this many "
+                "seconds (at most MAX_WAIT_SECONDS).",
+            ),
+        ],
         "responses": _responses(s200=_json(_ok(job=_ref("Job")), "The job.")),
     },
     ("/v1/jobs/<job_id>/cancel", "POST"): {

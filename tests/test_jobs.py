@@ -281,3 +281,13 @@ def test_an_anonymous_login_job_and_its_token_expire_within_minutes(
     job_id = response.get_json()["job"]["id"]
     assert 0 < redis.ttl(keys.job("public", job_id)) <= keys.ANONYMOUS_JOB_TTL
     assert 0 < redis.ttl(keys.job_event_log("public", job_id)) <= keys.ANONYMOUS_JOB_TTL
+
+
+def test_polling_with_wait_answers_when_the_job_ends(client, auth, workflows, worker):
+    job_id = submit(client, auth, "slow", {"ms": 500}).get_json()["job"]["id"]
+
+    polled = client.get(f"/v1/jobs/{job_id}?wait=20", headers=auth)
+    too_long = client.get(f"/v1/jobs/{job_id}?wait=31", headers=auth)
+
+    assert polled.get_json()["job"]["status"] == "succeeded"
+    assert too_long.status_code == 400
