@@ -34,3 +34,23 @@ def test_not_ready_without_a_live_worker(isolated_stack):
 
     assert response.status_code == 503
     assert response.get_json()["checks"]["workers"]["ok"] is False
+
+
+def test_a_stopped_worker_leaves_readiness_at_once(isolated_stack):
+    import signal
+
+    from packagerepo import keys
+
+    stack = isolated_stack()
+    worker = stack.add_worker()
+    redis = stack.redis.client()
+    pattern = keys.server_report("*")
+    deadline = time.monotonic() + 20
+    while not list(redis.scan_iter(pattern)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(redis.scan_iter(pattern))
+
+    worker.process.send_signal(signal.SIGTERM)
+    worker.process.wait(timeout=30)
+
+    assert list(redis.scan_iter(pattern)) == []

@@ -281,6 +281,15 @@ class ServerReport:
         log.info("Worker %s is ready: %s.", self.worker_name, report["ready"])
         return report
 
+    def withdraw(self) -> None:
+        """Remove the report: this worker is stopping."""
+        try:
+            self.services.redis.delete(keys.server_report(self.worker_name))
+        except Exception:
+            log.warning(
+                "The report of worker %s could not be withdrawn.", self.worker_name
+            )
+
     def keep_alive(self) -> None:
         """Extend the report's life; called on every reaper pass."""
         self.services.redis.expire(

@@ -39,6 +39,7 @@ from worker.runner import ServerReport, current_runner
 log = logging.getLogger(__name__)
 
 _reaper: Reaper | None = None
+_server: ServerReport | None = None
 
 
 class CountingReaper(Reaper):
@@ -116,6 +117,8 @@ def _start_process(**_kwargs: object) -> None:
         server.publish()
     except Exception:
         log.exception("The server start-up workflow could not run.")
+    global _server
+    _server = server
     _reaper = CountingReaper(
         runner.services, _enqueue, _send_webhook, on_tick=server.keep_alive
     )
@@ -127,6 +130,10 @@ def _start_process(**_kwargs: object) -> None:
 def _stop_process(**_kwargs: object) -> None:
     if _reaper is not None:
         _reaper.stop()
+    if _server is not None:
+        # A stopping worker leaves /health/ready at once, not when its
+        # report expires.
+        _server.withdraw()
 
 
 @worker_init.connect
