@@ -120,7 +120,7 @@ def _callback_url() -> str | None:
     url = request.headers.get("X-Callback-Url")
     if url is None:
         return None
-    return webhooks.check_destination(url, services().settings)
+    return webhooks.check_destination(url, services().settings).url
 
 
 def _idempotent_job(

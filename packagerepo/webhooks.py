@@ -21,14 +21,16 @@ import ipaddress
 import json
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
+import urllib3
 
 from packagerepo.accounts import jwt_secret
 from packagerepo.config import Settings
 from packagerepo.errors import InvalidRequest
+from packagerepo.jobs import now_iso
 
 SIGNATURE_HEADER = "X-PackageRepo-Signature"
 TIMEOUT_SECONDS = 5.0
@@ -44,8 +46,32 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def check_destination(url: str, settings: Settings) -> str:
-    """The URL when a webhook may be sent there, else InvalidRequest."""
+@dataclass(frozen=True)
+class Destination:
+    """A callback URL that passed the guard, and the address it was checked at."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    target: str
+    """Path and query, as sent in the request line."""
+    address: str | None
+    """The checked IP to connect to; None for an allow-listed host."""
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+def check_destination(url: str, settings: Settings) -> Destination:
+    """Where a webhook for ``url`` may go, else InvalidRequest.
+
+    Every address the host resolves to must pass; delivery then connects to
+    the checked address itself, so a second lookup cannot point elsewhere
+    (DNS rebinding).
+    """
     if not isinstance(url, str) or len(url) > 2048:
         raise InvalidRequest("X-Callback-Url must be a URL of at most 2048 characters.")
     try:
@@ -59,14 +85,16 @@ def check_destination(url: str, settings: Settings) -> str:
         raise InvalidRequest("X-Callback-Url must not carry credentials.")
 
     host = parts.hostname.lower()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if host in settings.webhook_allowlist:
-        return url
-    for address in _addresses(host, port):
+        return Destination(url, parts.scheme, host, port, target, None)
+    addresses = _addresses(host, port)
+    for address in addresses:
         if address.is_loopback and settings.webhook_allow_loopback:
             continue
         if not address.is_global:
             raise InvalidRequest("X-Callback-Url points at a non-public address.")
-    return url
+    return Destination(url, parts.scheme, host, port, target, str(addresses[0]))
 
 
 def _addresses(
@@ -76,33 +104,62 @@ def _addresses(
         infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise InvalidRequest("X-Callback-Url names a host that does not resolve.")
+    if not infos:
+        raise InvalidRequest("X-Callback-Url names a host that does not resolve.")
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def deliver(url: str, job: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """POST the job once; returns the attempt as recorded on the job."""
-    check_destination(url, settings)
+    """POST the job once; returns the attempt as recorded on the job.
+
+    Only the status line and headers of the answer are read: a receiver's
+    body, however large or slow, is never waited for.
+    """
+    destination = check_destination(url, settings)
     body = json.dumps({"job": job}).encode()
     timestamp = int(time.time())
     headers = {
+        "Host": destination.host_header,
         "Content-Type": "application/json",
         SIGNATURE_HEADER: signature(
             tenant_secret(settings, job["tenant"]), timestamp, body
         ),
         "User-Agent": "PackageRepo-Webhook/1",
     }
-    attempt: dict[str, Any] = {"at": timestamp, "url": url}
+    attempt: dict[str, Any] = {"at": now_iso(), "url": url}
     try:
-        response = requests.post(
-            url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT_SECONDS,
-            allow_redirects=False,
-        )
-        attempt["status"] = response.status_code
-        attempt["ok"] = 200 <= response.status_code < 300
-    except requests.RequestException as error:
+        with _connection_pool(destination) as pool:
+            response = pool.urlopen(
+                "POST",
+                destination.target,
+                body=body,
+                headers=headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
+            response.close()
+        attempt["status"] = response.status
+        attempt["ok"] = 200 <= response.status < 300
+    except urllib3.exceptions.HTTPError as error:
         attempt["ok"] = False
         attempt["error"] = type(error).__name__
     return attempt
+
+
+def _connection_pool(destination: Destination) -> urllib3.HTTPConnectionPool:
+    """A pool connected to the checked address; TLS still verifies the name."""
+    timeout = urllib3.Timeout(connect=TIMEOUT_SECONDS, read=TIMEOUT_SECONDS)
+    address = destination.address or destination.host
+    if destination.scheme == "https":
+        return urllib3.HTTPSConnectionPool(
+            address,
+            destination.port,
+            timeout=timeout,
+            server_hostname=destination.host,
+            assert_hostname=destination.host,
+            maxsize=1,
+        )
+    return urllib3.HTTPConnectionPool(
+        address, destination.port, timeout=timeout, maxsize=1
+    )

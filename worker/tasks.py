@@ -21,6 +21,7 @@ import os
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from packagerepo import metrics, webhooks
@@ -37,6 +38,8 @@ from worker.reaper import Reaper
 from worker.runner import ServerReport, current_runner
 
 log = logging.getLogger(__name__)
+
+WEBHOOK_ATTEMPT_SECONDS = 20
 
 _reaper: Reaper | None = None
 _server: ServerReport | None = None
@@ -66,7 +69,17 @@ def execute(job_id: str) -> None:
     current_runner(_enqueue, _send_webhook).run(job_id)
 
 
-@celery_app.task(name=WEBHOOK_TASK, bind=True, ignore_result=True, max_retries=None)
+# A receiver that dribbles its status line and headers could hold the pool
+# process; Celery's soft time limit ends the attempt (the hard one, the
+# process).
+@celery_app.task(
+    name=WEBHOOK_TASK,
+    bind=True,
+    ignore_result=True,
+    max_retries=None,
+    soft_time_limit=WEBHOOK_ATTEMPT_SECONDS,
+    time_limit=WEBHOOK_ATTEMPT_SECONDS + 10,
+)
 def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
     """POST the ended job to its callback URL, retrying with backoff.
 
@@ -85,6 +98,8 @@ def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
             attempt = webhooks.deliver(job["callback_url"], _public(job), settings)
         except PackageRepoError as refused:
             attempt = {"ok": False, "error": refused.code, "url": job["callback_url"]}
+        except SoftTimeLimitExceeded:
+            attempt = {"ok": False, "error": "TIMEOUT", "url": job["callback_url"]}
         count = services.jobs.record_delivery(tenant, job_id, attempt)
         if attempt["ok"]:
             log.info("Webhook for job %s was delivered.", job_id)
