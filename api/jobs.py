@@ -92,7 +92,12 @@ def execute(name: str) -> Response:
         request_id=g.get("request_id"),
         job_id=job_id,
     )
-    _enqueue(tenant, job_id)
+    try:
+        _enqueue(tenant, job_id)
+    except QueueUnavailable:
+        # The job never ran: a retry with the same key must be able to run it.
+        _release_idempotency_key(tenant, job_id)
+        raise
     metrics.job_submitted(name, tenant)
 
     if wait > 0 and _wait_for_end(tenant, job_id, wait):
@@ -105,6 +110,13 @@ def _accepted(job: dict[str, Any], *, status: int) -> Response:
     response.status_code = status
     response.headers["Location"] = f"/v1/jobs/{job['id']}"
     return response
+
+
+def _release_idempotency_key(tenant: str, job_id: str) -> None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        with contextlib.suppress(Exception):
+            services().jobs.release_idempotency_key(tenant, key, job_id)
 
 
 def _created_job(tenant: str, job_id: str) -> dict[str, Any]:
@@ -180,7 +192,11 @@ def _wait_for_end(tenant: str, job_id: str, timeout: float) -> bool:
 
 def _finished_response(job: dict[str, Any]) -> Response:
     if job["status"] == JobStatus.SUCCEEDED:
-        return jsonify({"ok": True, "result": job["result"], "job": job_view(job)})
+        response = jsonify({"ok": True, "result": job["result"], "job": job_view(job)})
+        # A respond.json node may answer 201 or a redirect; the run's status
+        # is the waiting request's status.
+        response.status_code = job.get("http_status") or 200
+        return response
 
     error = job.get("error") or {"code": "WORKFLOW_ERROR", "message": "Failed."}
     declared = error.get("status")
@@ -281,7 +297,7 @@ def job_events(job_id: str) -> Response:
 def _last_event_id() -> int:
     """The SSE resume point; anything but a small non-negative integer is 0."""
     raw = request.headers.get("Last-Event-ID", "0")
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         return 0
     return int(raw)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_MESSAGE_CHARS = 1000
+
 
 class PackageRepoError(Exception):
     """Root of every error this project raises on purpose."""
@@ -25,6 +27,10 @@ class PackageRepoError(Exception):
         status: int | None = None,
         details: list[dict[str, Any]] | None = None,
     ) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            # Messages may quote input (an expression's operand, a value);
+            # a bounded message keeps job records and responses bounded.
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
         self.message = message
         if code is not None:

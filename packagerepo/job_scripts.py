@@ -47,12 +47,17 @@ return job
 )
 
 # running|queued -> a terminal state, with the given fields; sets the TTL
-# and appends the "done" event, so no job ends without one.
+# and appends the "done" event, so no job ends without one. With an owner
+# (ARGV[5]) only the claim that holds the job may end it: a worker that was
+# paused past its lease cannot end a job another worker re-ran.
 FINISH = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"running"' and status ~= '"queued"' then return status or false end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then
+  return 'not-owner'
+end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
@@ -91,7 +96,13 @@ return ids
 # Appends an event to the job's log and publishes it; answers its seq.
 EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"
 
-# A node ended: store the node log and progress, append its "node" event.
-RECORD_NODE = """
+# A node ended: store the node log and progress, append its "node" event;
+# only for the claim that holds the job (ARGV[5]).
+RECORD_NODE = (
+    """
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then return 0 end
 redis.call('HSET', KEYS[1], 'nodes', ARGV[1], 'progress', ARGV[2])
-""" + _append_event(log=2, channel=3, event=3, ttl=4) + "return seq\n"
+"""
+    + _append_event(log=2, channel=3, event=3, ttl=4)
+    + "return seq\n"
+)

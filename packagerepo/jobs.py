@@ -171,6 +171,13 @@ class JobStore:
         bound: str = existing["job"]
         return bound
 
+    def release_idempotency_key(self, tenant: str, key: str, job_id: str) -> None:
+        """Unbind ``key`` if it still names ``job_id`` (a job that never ran)."""
+        redis_key = keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
+        raw = self.redis.get(redis_key)
+        if raw and json.loads(raw).get("job") == job_id:
+            self.redis.delete(redis_key)
+
     def tenant_of(self, job_id: str) -> str | None:
         """The tenant owning ``job_id``, or None when it is unknown."""
         tenant = self.redis.get(keys.job_tenant(job_id))
@@ -268,10 +275,13 @@ class JobStore:
         nodes: list[dict[str, Any]],
         progress: dict[str, int],
         node: dict[str, Any],
-    ) -> None:
+        *,
+        owner: str,
+    ) -> bool:
         """Store the node log and progress and send the ``node`` event, in one
-        round trip."""
-        self._record_node(
+        round trip; False (and nothing written) when ``owner`` no longer
+        holds the job."""
+        written = self._record_node(
             keys=[
                 keys.job(tenant, job_id),
                 keys.job_event_log(tenant, job_id),
@@ -282,15 +292,24 @@ class JobStore:
                 json.dumps(progress),
                 event_json("node", node),
                 keys.EVENT_LOG_TTL,
+                json.dumps(owner),
             ],
         )
+        return bool(written)
 
     def finish(
-        self, tenant: str, job_id: str, status: JobStatus, **fields: Any
+        self,
+        tenant: str,
+        job_id: str,
+        status: JobStatus,
+        *,
+        owner: str | None = None,
+        **fields: Any,
     ) -> bool:
         """Move a queued or running job to a terminal state; False if it ended.
 
-        The ``done`` event is sent in the same step.
+        The ``done`` event is sent in the same step. With ``owner`` (the
+        claim token the runner got), only that claim may end the job.
         """
         fields = {"status": status.value, "finished_at": now_iso(), **fields}
         pairs: list[EncodableT] = []
@@ -310,6 +329,7 @@ class JobStore:
                 lease_member(tenant, job_id),
                 event_json("done", {"status": status.value}),
                 keys.ended_job_ttl(tenant),
+                json.dumps(owner) if owner is not None else "",
                 *pairs,
             ],
         )

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +131,8 @@ class JobRunner:
             claim, job = jobs.claim(
                 tenant,
                 job_id,
-                self.worker_name,
+                # A token per claim: only this claim may record or end the job.
+                f"{self.worker_name}/{uuid.uuid4().hex[:8]}",
                 max_running=self.services.settings.tenant_max_running,
             )
             if claim == "deferred":
@@ -170,7 +172,7 @@ class JobRunner:
     ) -> None:
         jobs = self.services.jobs
 
-        if jobs.finish(tenant, job_id, status, **fields):
+        if jobs.finish(tenant, job_id, status, owner=job["worker"], **fields):
             elapsed = time.monotonic() - started
             metrics.job_finished(job["workflow"], tenant, status.value, elapsed)
             log.info("Job %s ended %s.", job_id, status.value)
@@ -195,6 +197,7 @@ class JobRunner:
         if outcome.status == JobStatus.CANCELLED and job_error is None:
             job_error = CANCELLED
         fields = {
+            "http_status": outcome.http_status,
             "result": outcome.result,
             "error": job_error,
             "nodes": outcome.nodes,
@@ -208,7 +211,7 @@ class JobRunner:
 
         tenant, job_id = job["tenant"], job["id"]
         document = self._workflow(job)
-        observer = JobObserver(self.services, tenant, job_id)
+        observer = JobObserver(self.services, tenant, job_id, owner=job["worker"])
         execution = Execution(
             job_id=job_id,
             tenant=tenant,
@@ -324,10 +327,13 @@ class CancelCheck:
 class JobObserver:
     """Writes node records and progress to the job as the engine reports them."""
 
-    def __init__(self, services: Services, tenant: str, job_id: str) -> None:
+    def __init__(
+        self, services: Services, tenant: str, job_id: str, *, owner: str
+    ) -> None:
         self._jobs = services.jobs
         self._tenant = tenant
         self._job_id = job_id
+        self._owner = owner
         self._nodes: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, int] = {"done": 0, "total": 0}
 
@@ -350,6 +356,7 @@ class JobObserver:
             list(self._nodes.values()),
             self._progress,
             payload,
+            owner=self._owner,
         )
 
 

@@ -14,7 +14,11 @@ from worker.nodes.base import NodeCall, Respond, implements
 
 def _status(call: NodeCall, default: int, low: int, high: int) -> int:
     status = call.param("status", default)
-    if isinstance(status, str) and status.strip().isdigit():
+    if (
+        isinstance(status, str)
+        and status.strip().isascii()
+        and status.strip().isdigit()
+    ):
         status = int(status)
     if not isinstance(status, int) or isinstance(status, bool):
         status = -1
