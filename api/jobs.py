@@ -7,11 +7,20 @@ import contextlib
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    request,
+    stream_with_context,
+)
 
 from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
@@ -287,11 +296,29 @@ def job_events(job_id: str) -> Response:
     services().jobs.get(tenant, job_id)  # 404 before the stream starts
     last_seen = _last_event_id()
 
+    # Each open stream holds one of this process's threads; past the cap a
+    # client is told to come back, so streams never take every thread.
+    slots = _stream_slots()
+    if not slots.acquire(blocking=False):
+        raise PackageRepoError(
+            "Too many event streams are open; retry shortly or poll with ?wait.",
+            code="STREAM_LIMIT",
+            status=503,
+        )
     stream = stream_with_context(_event_stream(tenant, job_id, last_seen))
     response = Response(stream, mimetype="text/event-stream")
+    response.call_on_close(slots.release)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _stream_slots() -> threading.BoundedSemaphore:
+    slots = current_app.extensions.get("sse_slots")
+    if slots is None:
+        slots = threading.BoundedSemaphore(services().settings.sse_max_streams)
+        current_app.extensions["sse_slots"] = slots
+    return slots
 
 
 def _last_event_id() -> int:
@@ -320,7 +347,10 @@ def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
 
 def _follow(pubsub: Any, tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
     state = services()
-    while True:
+    # A stream ends after SSE_MAX_SECONDS even if the job has not: the client
+    # reconnects with Last-Event-ID and the thread is freed meanwhile.
+    ends_at = time.monotonic() + state.settings.sse_max_seconds
+    while time.monotonic() < ends_at:
         message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
         if message is None:
             status = state.jobs.status(tenant, job_id)

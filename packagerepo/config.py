@@ -47,6 +47,8 @@ class Settings:
     webhook_allow_loopback: bool = False
     webhook_max_attempts: int = 5
     webhook_backoff_seconds: float = 2.0
+    sse_max_streams: int = 16
+    sse_max_seconds: int = 300
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -84,6 +86,11 @@ class Settings:
             webhook_backoff_seconds=float(
                 os.environ.get("WEBHOOK_BACKOFF_SECONDS", cls.webhook_backoff_seconds)
             ),
+            # Half of each API process's threads may hold event streams.
+            sse_max_streams=_int(
+                "SSE_MAX_STREAMS", max(1, _int("API_THREADS", 32) // 2)
+            ),
+            sse_max_seconds=_int("SSE_MAX_SECONDS", cls.sse_max_seconds),
             log_format=os.environ.get("LOG_FORMAT", "text"),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
         )

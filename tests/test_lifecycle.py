@@ -304,3 +304,21 @@ def test_a_job_delivered_to_a_worker_that_died_before_claiming_it_still_runs(
     job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=30)
     assert job["status"] == "succeeded"
     assert job["attempts"] == 1
+
+
+def test_closed_event_streams_give_their_slot_back(
+    client, auth, workflows, worker, app
+):
+    job_id = submit(client, auth, "greet", {"name": "a"}, "?wait=20").get_json()["job"][
+        "id"
+    ]
+    slots = app.extensions["packagerepo"].settings.sse_max_streams
+
+    statuses = []
+    for _ in range(slots + 5):
+        response = client.get(f"/v1/jobs/{job_id}/events", headers=auth)
+        response.get_data()  # the client reads the stream to its end
+        response.close()
+        statuses.append(response.status_code)
+
+    assert set(statuses) == {200}
