@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from api import celery, services
+from api import services
 from packagerepo import keys
 from packagerepo.services import Services
 
@@ -55,18 +55,20 @@ def _check_storage(state: Services) -> dict[str, Any]:
 
 
 def _check_workers(state: Services) -> dict[str, Any]:
-    """Workers publish the report of their start-up `server` workflow."""
+    """Ready when a worker's consumer is alive (its main process renews a
+    heartbeat) and a worker process's start-up `server` workflow passed."""
     try:
+        consumers = list(state.redis.scan_iter(keys.worker_heartbeat("*"), count=100))
         names = list(state.redis.scan_iter(keys.server_report("*"), count=100))
-        reports = [json.loads(raw) for raw in state.redis.mget(names) if raw]
+        reports = (
+            [json.loads(raw) for raw in state.redis.mget(names) if raw] if names else []
+        )
     except Exception:
-        reports = []
-    if reports:
-        ready = [report for report in reports if report.get("ready")]
-        return {"ok": bool(ready), "count": len(ready), "reports": reports}
+        return {"ok": False, "count": 0, "message": "Redis is unreachable."}
 
-    try:
-        replies = celery().control.ping(timeout=0.5) or []
-    except Exception:
-        replies = []
-    return {"ok": bool(replies), "count": len(replies)}
+    ready = [report for report in reports if report.get("ready")]
+    return {
+        "ok": bool(consumers) and bool(ready),
+        "count": len(consumers),
+        "reports": reports,
+    }

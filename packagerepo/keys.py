@@ -30,6 +30,8 @@ ANONYMOUS_JOB_TTL = 300
 def ended_job_ttl(tenant: str) -> int:
     """How long a job of ``tenant`` and its events live after it ends."""
     return ANONYMOUS_JOB_TTL if tenant == ANONYMOUS_TENANT else JOB_TTL
+
+
 SERVER_REPORT_TTL = 60
 """A worker's start-up report; its reaper renews it while the worker lives."""
 JOB_INDEX_MAX = 10_000
@@ -105,6 +107,15 @@ def workflow_cache(tenant: str, cache_digest: str) -> str:
 def server_report(worker_name: str) -> str:
     """The ``server`` start-up workflow's report from one worker."""
     return _key(GLOBAL, "server-report", worker_name)
+
+
+WORKER_HEARTBEAT_TTL = 10
+"""A worker's consumer heartbeat lives this long unless renewed (every 2 s)."""
+
+
+def worker_heartbeat(worker: str) -> str:
+    """Set by a worker's main (consuming) process while it takes messages."""
+    return _key(GLOBAL, "worker-heartbeat", worker)
 
 
 def rate_limit_prefix() -> str:

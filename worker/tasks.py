@@ -16,17 +16,28 @@ its pool processes on that port (``packagerepo.metrics``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import threading
 from typing import Any
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
-from packagerepo import metrics, webhooks
+from packagerepo import keys, metrics, webhooks
+from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
 from packagerepo.logs import log_context
+from packagerepo.services import redis_client
 from worker.celery_app import (
     EXECUTE_TASK,
     WEBHOOK_TASK,
@@ -149,6 +160,50 @@ def _stop_process(**_kwargs: object) -> None:
         # A stopping worker leaves /health/ready at once, not when its
         # report expires.
         _server.withdraw()
+
+
+class ConsumerHeartbeat:
+    """The main process's sign of life: it is the process that takes
+    messages, so a stopped or hung consumer drops out of /health/ready even
+    while its pool processes still answer."""
+
+    INTERVAL_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        settings = Settings.from_env()
+        self.redis = redis_client(settings.redis_url)
+        self.key = keys.worker_heartbeat(f"{socket.gethostname()}:{os.getpid()}")
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.redis.delete(self.key)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.redis.set(self.key, "1", ex=keys.WORKER_HEARTBEAT_TTL)
+            self._stop.wait(self.INTERVAL_SECONDS)
+
+
+_heartbeat: ConsumerHeartbeat | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(**_kwargs: object) -> None:
+    global _heartbeat
+    _heartbeat = ConsumerHeartbeat()
+    _heartbeat.start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_kwargs: object) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
 
 
 @worker_init.connect
