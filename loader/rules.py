@@ -45,8 +45,8 @@ STRUCTURE_RULES: dict[str, Rule] = {
     ),
     "INVALID_RETRY": Rule(
         "error",
-        "retryOnFail is not a boolean, maxTries not 1-10, "
-        "or waitBetweenTries not 0-60000 ms.",
+        "retryOnFail is not a boolean, maxTries not 1-5, "
+        "or waitBetweenTries not 0-5000 ms.",
     ),
     "INVALID_EXECUTION_TIMEOUT": Rule(
         "error", "settings.executionTimeout is not an integer from 1 to 3600 seconds."

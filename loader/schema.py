@@ -23,6 +23,10 @@ from jsonschema.exceptions import ValidationError
 
 from loader.problems import PathPart, Problem, error, warning
 
+MAX_TRIES = 5
+"""Most tries of a node with retryOnFail (n8n's own bound); the engine uses it."""
+MAX_WAIT_BETWEEN_TRIES_MS = 5000
+"""Longest pause between tries (n8n's own bound); the engine uses it."""
 ON_ERROR = ["stopWorkflow", "continueRegularOutput", "continueErrorOutput"]
 SCOPES = ["none", "read", "write", "admin"]
 VARIABLE_TYPES = ["string", "number", "boolean", "array", "object", "date", "any"]
@@ -92,13 +96,13 @@ NODE = {
         "maxTries": {
             "type": "integer",
             "minimum": 1,
-            "maximum": 10,
+            "maximum": MAX_TRIES,
             "x-code": "INVALID_RETRY",
         },
         "waitBetweenTries": {
             "type": "integer",
             "minimum": 0,
-            "maximum": 60_000,
+            "maximum": MAX_WAIT_BETWEEN_TRIES_MS,
             "x-code": "INVALID_RETRY",
         },
         "notes": {"type": "string"},

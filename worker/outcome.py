@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from loader.schema import MAX_TRIES, MAX_WAIT_BETWEEN_TRIES_MS
 from worker.expressions import EXPRESSION_TIME_LIMIT
 
 
@@ -46,9 +47,9 @@ class EngineLimits:
     max_execution_timeout: float = 3600.0
     expression_time_limit: float = EXPRESSION_TIME_LIMIT
     default_tries: int = 3
-    max_tries: int = 5
+    max_tries: int = MAX_TRIES
     default_wait_between_tries_ms: int = 1000
-    max_wait_between_tries_ms: int = 5000
+    max_wait_between_tries_ms: int = MAX_WAIT_BETWEEN_TRIES_MS
 
 
 @dataclass
