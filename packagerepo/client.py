@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import getpass
 import json
 import os
 import sys
@@ -180,8 +179,11 @@ def follow(client: ServiceClient, job_id: str, out: TextIO) -> dict[str, Any]:
 def _read_input(source: str | None) -> Any:
     if source is None:
         return {}
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    return json.loads(text) if text.strip() else {}
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        return json.loads(text) if text.strip() else {}
+    except (OSError, ValueError) as error:
+        raise ClientError(f"The input {source} is not readable JSON: {error}")
 
 
 def _client(arguments: argparse.Namespace, *, token: bool = True) -> ServiceClient:
@@ -193,7 +195,11 @@ def _client(arguments: argparse.Namespace, *, token: bool = True) -> ServiceClie
 
 
 def login_command(arguments: argparse.Namespace) -> int:
-    password = os.environ.get(arguments.password_env) or getpass.getpass()
+    from packagerepo.cli import read_password
+
+    password = read_password(arguments.password_env)
+    if password is None:
+        raise ClientError("No password was given.")
     with _client(arguments, token=False) as client:
         answer = client.login(arguments.username, password)
     path = store_token(answer["token"])
@@ -249,6 +255,14 @@ def run_client_command(
         print(f"error: {error}", file=sys.stderr)
         if error.body is not None:
             print(json.dumps(error.body), file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, AttributeError):
+        # JSON of another shape: most likely --url names some other service.
+        print(
+            "error: the service answered JSON this client does not understand; "
+            "is --url right?",
+            file=sys.stderr,
+        )
         return 1
 
 
