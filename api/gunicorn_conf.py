@@ -14,7 +14,9 @@ this go.
 from __future__ import annotations
 
 import json
+import os
 import socket
+from typing import Any
 
 from gunicorn import util
 
@@ -36,3 +38,29 @@ def write_json_error(
 
 
 util.write_error = write_json_error
+
+
+def _json_logging() -> dict[str, Any]:
+    """gunicorn's own loggers in the service's JSON format."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["context"],
+        "stream": "ext://sys.stderr",
+    }
+    logger = {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "packagerepo.logs.ContextFilter"}},
+        "formatters": {"json": {"()": "packagerepo.logs.JsonFormatter"}},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {"gunicorn.error": logger, "gunicorn.access": logger},
+    }
+
+
+# With LOG_FORMAT=json every line the API writes is one JSON object,
+# gunicorn's own (start, stop, worker restarts) included.
+if os.environ.get("LOG_FORMAT") == "json":
+    logconfig_dict = _json_logging()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
@@ -33,7 +34,10 @@ from packagerepo.errors import (
     QueueUnavailable,
 )
 from packagerepo.jobs import CancelOutcome, JobStatus, new_job_id
+from packagerepo.logs import log_context
 from worker.celery_app import enqueue_job, send_webhook
+
+log = logging.getLogger(__name__)
 
 jobs_bp = Blueprint("jobs", __name__)
 
@@ -89,6 +93,10 @@ def execute(name: str) -> Response:
     job_id = new_job_id()
     existing = _idempotent_job(tenant, name, workflow_input, job_id)
     if existing is not None:
+        # A replay answers like the first request would have: with ?wait,
+        # the result once the job ends.
+        if wait > 0 and _wait_for_end(tenant, existing, wait):
+            return _finished_response(state.jobs.get(tenant, existing))
         return _accepted(_created_job(tenant, existing), status=200)
 
     job = state.jobs.create(
@@ -101,6 +109,8 @@ def execute(name: str) -> Response:
         request_id=g.get("request_id"),
         job_id=job_id,
     )
+    with log_context(tenant=tenant, job=job_id, workflow=name):
+        log.info("Job %s was submitted for workflow %s.", job_id, name)
     try:
         _enqueue(tenant, job_id)
     except QueueUnavailable:
