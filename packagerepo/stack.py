@@ -166,6 +166,9 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
 def run_stack() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    if not settings.development and not settings.jwt_secret:
+        log.error("JWT_SECRET must be set outside development mode; nothing started.")
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
     metrics_dir = os.environ.get(MULTIPROC_ENV) or settings.data_dir / "metrics"

@@ -98,3 +98,26 @@ def _alive(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_production_without_a_jwt_secret_refuses_to_start_with_one_line(tmp_path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "JWT_SECRET"}
+    }
+    env.update(PACKAGEREPO_ENV="production", DATA_DIR=str(tmp_path))
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "packagerepo.cli", "run"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == 2
+    assert "JWT_SECRET" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert not (tmp_path / "redis").exists()  # nothing was started
