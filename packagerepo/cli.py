@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--replace", action="store_true")
     add.set_defaults(handler=_user_add)
 
+    secret = commands.add_parser(
+        "webhook-secret", help="print the secret a tenant's webhooks are signed with"
+    )
+    secret.add_argument("tenant")
+    secret.set_defaults(handler=_webhook_secret)
+
     commands.add_parser("validate", help="validate workflow files (see --help)")
 
     from packagerepo.client import add_client_commands
@@ -97,6 +103,19 @@ def _worker(arguments: argparse.Namespace) -> int:
 
     command = worker_command(arguments.concurrency, arguments.name)
     os.execvp(command[0], command)
+
+
+def _webhook_secret(arguments: argparse.Namespace) -> int:
+    from packagerepo.errors import PackageRepoError
+    from packagerepo.tenants import check_tenant
+    from packagerepo.webhooks import tenant_secret
+
+    try:
+        print(tenant_secret(Settings.from_env(), check_tenant(arguments.tenant)))
+    except (PackageRepoError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def read_password(env_name: str) -> str | None:

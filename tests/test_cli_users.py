@@ -49,3 +49,18 @@ def test_user_add_creates_a_user_who_can_log_in(stack_env, tmp_path):
     settings = Settings(data_dir=tmp_path, jwt_secret="x" * 32)
     identity = Accounts(settings).authenticate("dave", "pw1")
     assert (identity.tenant, identity.scopes) == ("acme", ("read",))
+
+
+def test_webhook_secret_prints_the_tenants_signing_secret(stack_env, tmp_path):
+    from packagerepo.config import Settings
+    from packagerepo.webhooks import tenant_secret
+
+    env = {**stack_env, "DATA_DIR": str(tmp_path)}
+
+    result = run_cli("webhook-secret", "acme", env=env)
+
+    expected = tenant_secret(
+        Settings(data_dir=tmp_path, jwt_secret=env["JWT_SECRET"]), "acme"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
