@@ -58,14 +58,18 @@ class Catalog:
             return "tenant"
         raise WorkflowNotFound(f"No workflow is named {name!r}.")
 
+    def _file(self, tenant: str, name: str) -> tuple[Path, Source]:
+        source = self.source_of(tenant, name)
+        folder = self.bundled_dir if source == "bundled" else self.tenant_dir(tenant)
+        return folder / f"{name}.json", source
+
     def stamp(self, tenant: str, name: str) -> tuple[Any, ...]:
         """What changes whenever the workflow's file changes: where it lives,
         its inode, size and modification time (a save renames a new file
         into place, so the inode changes too)."""
-        source = self.source_of(tenant, name)
-        folder = self.bundled_dir if source == "bundled" else self.tenant_dir(tenant)
+        path, source = self._file(tenant, name)
         try:
-            stat = (folder / f"{name}.json").stat()
+            stat = path.stat()
         except FileNotFoundError:
             raise WorkflowNotFound(f"No workflow is named {name!r}.")
         return (source, stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -76,10 +80,9 @@ class Catalog:
         Raises ``WorkflowNotFound``, ``InvalidRequest`` for an unsafe name and
         ``InvalidWorkflow`` for a file that does not parse.
         """
-        source = self.source_of(tenant, name)
-        folder = self.bundled_dir if source == "bundled" else self.tenant_dir(tenant)
+        path, source = self._file(tenant, name)
         try:
-            raw = (folder / f"{name}.json").read_bytes()
+            raw = path.read_bytes()
         except FileNotFoundError:
             # Removed between the check and the read.
             raise WorkflowNotFound(f"No workflow is named {name!r}.")
