@@ -11,9 +11,11 @@ processes they start.
 
 Labels stay bounded: the API labels requests by the Flask rule (never the raw
 path) and by a known method; jobs carry the workflow name, the tenant and the
-outcome. Tenants and workflow names are as many as an operator creates, so a
-service with very many tenants should drop the tenant label in its scrape
-config (``metric_relabel_configs``); job ids never become labels.
+outcome. A bundled workflow is labelled by its name; any workflow a tenant
+registered is labelled ``tenant``, since tenants may register as many as
+they like. Tenants are as many as an operator creates, so a service with
+very many tenants should drop the tenant label in its scrape config
+(``metric_relabel_configs``); job ids never become labels.
 
 The one gauge, the depth of the Celery queue (``LLEN`` in Redis), is read at
 scrape time rather than kept, so no multiprocess gauge modes are involved.
@@ -21,6 +23,7 @@ scrape time rather than kept, so no multiprocess gauge modes are involved.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -119,17 +122,30 @@ def observe_request(method: str, rule: str | None, status: int, seconds: float) 
     HTTP_DURATION.labels(method, endpoint).observe(seconds)
 
 
+def workflow_label(workflow: str) -> str:
+    """The workflow's name if it is bundled, else ``tenant``."""
+    return workflow if workflow in _bundled_names() else "tenant"
+
+
+@functools.cache
+def _bundled_names() -> frozenset[str]:
+    from packagerepo.services import BUNDLED_WORKFLOWS
+
+    return frozenset(path.stem for path in BUNDLED_WORKFLOWS.glob("*.json"))
+
+
 def job_submitted(workflow: str, tenant: str) -> None:
-    JOBS_SUBMITTED.labels(workflow, tenant).inc()
+    JOBS_SUBMITTED.labels(workflow_label(workflow), tenant).inc()
 
 
 def job_started(workflow: str, tenant: str) -> None:
-    JOBS_STARTED.labels(workflow, tenant).inc()
+    JOBS_STARTED.labels(workflow_label(workflow), tenant).inc()
 
 
 def job_finished(workflow: str, tenant: str, outcome: str, seconds: float) -> None:
-    JOBS_FINISHED.labels(workflow, tenant, outcome).inc()
-    JOB_DURATION.labels(workflow, outcome).observe(seconds)
+    label = workflow_label(workflow)
+    JOBS_FINISHED.labels(label, tenant, outcome).inc()
+    JOB_DURATION.labels(label, outcome).observe(seconds)
 
 
 def node_finished(record: dict[str, Any]) -> None:

@@ -291,3 +291,17 @@ def test_polling_with_wait_answers_when_the_job_ends(client, auth, workflows, wo
 
     assert polled.get_json()["job"]["status"] == "succeeded"
     assert too_long.status_code == 400
+
+
+def test_tenant_workflow_names_never_become_metric_labels(client, auth, workflows):
+    from packagerepo import metrics
+
+    submit(client, auth, "greet", {"name": "m"})
+    labels = {
+        sample.labels.get("workflow")
+        for family in metrics.JOBS_SUBMITTED.collect()
+        for sample in family.samples
+    }
+
+    assert "greet" not in labels
+    assert "tenant" in labels
