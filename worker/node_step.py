@@ -8,10 +8,10 @@ away from at the deadline or on cancel (see the NOTE in ``worker.engine``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
 import pkgutil
-import threading
 import time
 from collections.abc import Callable
 from functools import cache
@@ -20,6 +20,7 @@ from typing import Any
 import worker.nodes
 from loader.registry import NodeRegistry
 from packagerepo.errors import NodeFailed, PackageRepoError
+from worker.body_threads import body_threads
 from worker.expressions import ExpressionContext
 from worker.nodes.base import (
     IMPLEMENTATIONS,
@@ -173,18 +174,8 @@ class NodeSteps:
         self, implementation: NodeImplementation, call: NodeCall
     ) -> NodeResult:
         """Run a node body on a daemon thread; walk away on deadline or cancel."""
-        results: list[NodeResult] = []
-        errors: list[BaseException] = []
-
-        def body() -> None:
-            try:
-                results.append(implementation(call))
-            except BaseException as error:
-                errors.append(error)
-
-        thread = threading.Thread(target=body, name=f"node:{call.name}", daemon=True)
-        thread.start()
-        while thread.is_alive():
+        pending = body_threads().submit(implementation, call)
+        while True:
             if call.is_cancelled():
                 raise Cancelled(f"Node {call.name!r} was cancelled while running.")
             remaining = call.deadline - time.monotonic()
@@ -197,11 +188,13 @@ class NodeSteps:
                     self.log_context[0],
                 )
                 call.check_deadline()
-            thread.join(min(max(remaining, 0.001), SLEEP_SLICE_SECONDS))
-
-        if errors:
-            raise errors[0]
-        return results[0]
+            try:
+                result: NodeResult = pending.result(
+                    timeout=min(max(remaining, 0.001), SLEEP_SLICE_SECONDS)
+                )
+            except concurrent.futures.TimeoutError:
+                continue
+            return result
 
     def _checked(self, node: dict[str, Any], result: Any) -> NodeResult:
         """The node's result, or NodeFailed when it breaks the contract or limits."""
