@@ -90,11 +90,31 @@ def check_destination(url: str, settings: Settings) -> Destination:
         return Destination(url, parts.scheme, host, port, target, None)
     addresses = _addresses(host, port)
     for address in addresses:
-        if address.is_loopback and settings.webhook_allow_loopback:
+        embedded = _embedded_ipv4(address)
+        checked = embedded or address
+        if checked.is_loopback and settings.webhook_allow_loopback:
             continue
-        if not address.is_global:
+        if not checked.is_global or (embedded and not address.is_global):
             raise InvalidRequest("X-Callback-Url points at a non-public address.")
     return Destination(url, parts.scheme, host, port, target, str(addresses[0]))
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64 or the
+    deprecated compatible form), which is what a connection reaches."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped or address.sixtofour:
+        return address.ipv4_mapped or address.sixtofour
+    # ::1 and :: are IPv6's own loopback and unspecified addresses.
+    if address in NAT64 or (int(address) >> 32 == 0 and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _addresses(

@@ -3,6 +3,7 @@ kill -9, per-tenant fairness and Redis restarts (design §5)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -322,3 +323,16 @@ def test_closed_event_streams_give_their_slot_back(
         statuses.append(response.status_code)
 
     assert set(statuses) == {200}
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::7f00:1", "2002:7f00:1::", "::127.0.0.1", "64:ff9b::a00:1"]
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_not_public(address, settings):
+    from packagerepo.errors import InvalidRequest
+    from packagerepo.webhooks import check_destination
+
+    strict = dataclasses.replace(settings, webhook_allow_loopback=False)
+
+    with pytest.raises(InvalidRequest):
+        check_destination(f"http://[{address}]/hook", strict)
