@@ -414,9 +414,6 @@ class JobStore:
             pairs.append((tenant, job_id))
         return pairs
 
-    def running_count(self, tenant: str) -> int:
-        return int(self.redis.scard(keys.running_jobs(tenant)))
-
     def publish(
         self, tenant: str, job_id: str, kind: str, payload: dict[str, Any]
     ) -> int:

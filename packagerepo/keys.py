@@ -69,11 +69,6 @@ def job_event_log(tenant: str, job_id: str) -> str:
     return _key(tenant, "event-log", job_id)
 
 
-def job_lease(tenant: str, job_id: str) -> str:
-    """The running job's lease, renewed by its worker."""
-    return _key(tenant, "lease", job_id)
-
-
 def leased_jobs() -> str:
     """Sorted set of ``tenant/job`` members scored by lease expiry."""
     return _key(GLOBAL, "leases")

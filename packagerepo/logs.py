@@ -33,10 +33,6 @@ def log_context(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
-def current_context() -> dict[str, str]:
-    return dict(_context.get() or {})
-
-
 class ContextFilter(logging.Filter):
     """Copies the current execution context onto each record."""
 
