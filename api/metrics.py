@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import time
 
-import redis
 from flask import Blueprint, Flask, Response, g, request
 
 from api import services
-from packagerepo import keys, metrics
-from worker.celery_app import QUEUE
+from packagerepo import metrics
+from worker.celery_app import QUEUE, queue_depth
 
 metrics_bp = Blueprint("metrics", __name__)
 
@@ -25,15 +24,8 @@ metrics_bp = Blueprint("metrics", __name__)
 @metrics_bp.get("/metrics")
 def scrape() -> Response:
     state = services()
-    depth = metrics.QueueDepthCollector(QUEUE, lambda: _queue_depth(state.redis))
+    depth = metrics.QueueDepthCollector(QUEUE, lambda: queue_depth(state.redis))
     return Response(metrics.exposition([depth]), content_type=metrics.CONTENT_TYPE)
-
-
-def _queue_depth(client: redis.Redis) -> int:
-    with client.pipeline(transaction=False) as pipe:
-        for name in keys.celery_queue_lists(QUEUE):
-            pipe.llen(name)
-        return sum(pipe.execute())
 
 
 def _start_timer() -> None:

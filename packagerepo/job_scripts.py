@@ -23,6 +23,8 @@ redis.call('PUBLISH', KEYS[{channel}], seq .. ' ' .. ARGV[{event}])
 # waits in the tenant's deferred set until one of its jobs ends.
 CLAIM = (
     """
+-- A message for the job arrived: it is no longer "sent and unseen".
+redis.call('ZREM', KEYS[8], ARGV[4])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= '"queued"' then return status or false end
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
@@ -79,6 +81,7 @@ end
 redis.call('HSET', KEYS[1], 'status', '"queued"', 'worker', 'null')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], string.match(ARGV[1], '/(.*)$'))
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 return 'requeued'
 """
 
@@ -88,7 +91,10 @@ local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[1])
 if free <= 0 then return {} end
 local popped = redis.call('ZPOPMIN', KEYS[2], free)
 local ids = {}
-for i = 1, #popped, 2 do table.insert(ids, popped[i]) end
+for i = 1, #popped, 2 do
+  table.insert(ids, popped[i])
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2] .. '/' .. popped[i])
+end
 if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return ids
 """

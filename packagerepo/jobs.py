@@ -143,6 +143,7 @@ class JobStore:
             pipe.expire(key, keys.JOB_PENDING_TTL)
             pipe.set(keys.job_tenant(job_id), tenant, ex=keys.JOB_PENDING_TTL)
             pipe.zadd(index, {job_id: time.time()})
+            pipe.zadd(keys.sent_jobs(), {lease_member(tenant, job_id): time.time()})
             pipe.zremrangebyrank(index, 0, -keys.JOB_INDEX_MAX - 1)
             pipe.expire(index, keys.JOB_TTL)
             pipe.execute()
@@ -218,6 +219,7 @@ class JobStore:
                 keys.deferred_tenants(),
                 keys.job_event_log(tenant, job_id),
                 keys.job_events(tenant, job_id),
+                keys.sent_jobs(),
             ],
             args=[
                 json.dumps(now_iso()),
@@ -249,8 +251,9 @@ class JobStore:
                 keys.running_jobs(tenant),
                 keys.deferred_jobs(tenant),
                 keys.deferred_tenants(),
+                keys.sent_jobs(),
             ],
-            args=[max_running, tenant],
+            args=[max_running, tenant, time.time()],
         )
         return [job_id.decode() for job_id in ids]
 
@@ -342,8 +345,9 @@ class JobStore:
                 keys.job(tenant, job_id),
                 keys.leased_jobs(),
                 keys.running_jobs(tenant),
+                keys.sent_jobs(),
             ],
-            args=[lease_member(tenant, job_id)],
+            args=[lease_member(tenant, job_id), time.time()],
         )
         return bool(outcome == b"requeued")
 
@@ -402,6 +406,27 @@ class JobStore:
 
     def cancel_requested(self, tenant: str, job_id: str) -> bool:
         return bool(self.field(tenant, job_id, "cancel_requested"))
+
+    def unseen_messages(
+        self, older_than: float, limit: int = 100
+    ) -> list[tuple[str, str]]:
+        """(tenant, job id) of jobs whose message was sent before ``older_than``
+        (a Unix time) and no worker has seen since."""
+        members = self.redis.zrangebyscore(
+            keys.sent_jobs(), 0, older_than, start=0, num=limit
+        )
+        pairs = []
+        for member in members:
+            tenant, _, job_id = _text(member).partition("/")
+            pairs.append((tenant, job_id))
+        return pairs
+
+    def mark_sent(self, tenant: str, job_id: str) -> None:
+        """Note that a message for the job was sent (again) just now."""
+        self.redis.zadd(keys.sent_jobs(), {lease_member(tenant, job_id): time.time()})
+
+    def forget_sent(self, tenant: str, job_id: str) -> None:
+        self.redis.zrem(keys.sent_jobs(), lease_member(tenant, job_id))
 
     def expired_leases(self, limit: int = 100) -> list[tuple[str, str]]:
         """(tenant, job id) pairs whose lease has lapsed."""

@@ -74,6 +74,13 @@ def leased_jobs() -> str:
     return _key(GLOBAL, "leases")
 
 
+def sent_jobs() -> str:
+    """Sorted set of ``tenant/job`` members whose message was sent but not yet
+    seen by a worker, scored by when it was sent; the reapers' safety net for
+    a message lost between the broker and a worker that died."""
+    return _key(GLOBAL, "sent")
+
+
 def running_jobs(tenant: str) -> str:
     """Set of the tenant's running job ids (the concurrency cap counts it)."""
     return _key(tenant, "running")

@@ -8,9 +8,11 @@ backend is not used: job results live in the job record (design §5).
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
 from celery.signals import setup_logging
 
+from packagerepo import keys
 from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
 
@@ -65,3 +67,11 @@ def enqueue_job(app: Celery, job_id: str) -> None:
 def send_webhook(app: Celery, job_id: str) -> None:
     """Ask a worker to deliver the ended job to its callback URL."""
     app.send_task(WEBHOOK_TASK, args=[job_id], queue=QUEUE)
+
+
+def queue_depth(client: redis.Redis) -> int:
+    """Messages waiting in the service's Celery queue, every priority step."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in keys.celery_queue_lists(QUEUE):
+            pipe.llen(name)
+        return sum(pipe.execute())

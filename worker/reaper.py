@@ -28,9 +28,12 @@ from packagerepo import keys
 from packagerepo.jobs import JobStatus
 from packagerepo.logs import log_context
 from packagerepo.services import Services
+from worker.celery_app import queue_depth
 from worker.runner import release_deferred
 
 log = logging.getLogger(__name__)
+
+SENT_GRACE_LEASES = 10
 
 WORKER_LOST = {
     "code": "WORKER_LOST",
@@ -81,8 +84,33 @@ class Reaper:
             with log_context(tenant=tenant, job=job_id):
                 acted += self._reap(tenant, job_id)
         acted += self._resend_orphaned_deliveries()
+        acted += self._resend_unseen_messages()
         self._release_deferred()
         return acted
+
+    def _resend_unseen_messages(self) -> int:
+        """Safety net: a job still ``queued`` whose message no worker has seen
+        for a long while (``SENT_GRACE_LEASES`` lease periods, at least ten
+        seconds) lost its message (a worker killed between taking it from the
+        queue and recording it, or a reaper killed between re-queueing a job
+        and sending it). Its message is sent again. Only while the queue is
+        empty: a job behind a deep backlog is not lost, only waiting, and
+        re-sending every waiting job would double the backlog."""
+        jobs = self.services.jobs
+        if queue_depth(self.services.redis) > 0:
+            return 0
+        grace = max(10.0, SENT_GRACE_LEASES * self.services.settings.lease_seconds)
+        resent = 0
+        for tenant, job_id in jobs.unseen_messages(time.time() - grace):
+            if jobs.status(tenant, job_id) is not JobStatus.QUEUED:
+                jobs.forget_sent(tenant, job_id)
+                continue
+            with log_context(tenant=tenant, job=job_id):
+                log.warning("Job %s's message was not seen; it is sent again.", job_id)
+            jobs.mark_sent(tenant, job_id)
+            self.enqueue(job_id)
+            resent += 1
+        return resent
 
     def _resend_orphaned_deliveries(self) -> int:
         client = self.services.redis
@@ -108,6 +136,7 @@ class Reaper:
                 log.warning(
                     "Job %s was delivered to a worker that died; re-sent.", job_id
                 )
+                self.services.jobs.mark_sent(tenant, job_id)
                 self.enqueue(job_id)
                 resent += 1
         return resent
