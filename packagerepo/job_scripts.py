@@ -7,13 +7,48 @@ where it calls them.
 """
 
 
-# Appends the event ARGV[n] to the log KEYS[log] and publishes it on the
-# channel KEYS[channel] as "<seq> <event>"; shared by the scripts below.
-def _append_event(log: int, channel: int, event: int, ttl: int) -> str:
+# Appends the events ARGV[first..last] (Lua expressions) to the log
+# KEYS[log] and publishes each on the channel KEYS[channel] as
+# "<seq> <event>", leaving the last seq in `seq`; shared by the scripts below.
+def _append_events(log: int, channel: int, first: str, last: str, ttl: str) -> str:
     return f"""
-local seq = redis.call('RPUSH', KEYS[{log}], ARGV[{event}])
-redis.call('EXPIRE', KEYS[{log}], ARGV[{ttl}])
-redis.call('PUBLISH', KEYS[{channel}], seq .. ' ' .. ARGV[{event}])
+local seq = 0
+for i = {first}, {last} do
+  seq = redis.call('RPUSH', KEYS[{log}], ARGV[i])
+  redis.call('PUBLISH', KEYS[{channel}], seq .. ' ' .. ARGV[i])
+end
+redis.call('EXPIRE', KEYS[{log}], {ttl})
+"""
+
+
+def _append_event(log: int, channel: int, event: int, ttl: int) -> str:
+    return _append_events(log, channel, str(event), str(event), f"ARGV[{ttl}]")
+
+
+# Moves up to (cap - running) of a tenant's deferred jobs, oldest first,
+# into the Lua table `released` (which the caller declares) and marks them
+# sent; the caller re-sends their messages.
+def _release_deferred(
+    running: int,
+    deferred: int,
+    tenants: int,
+    sent: int,
+    cap: str,
+    tenant: str,
+    now: str,
+) -> str:
+    return f"""
+local free = tonumber({cap}) - redis.call('SCARD', KEYS[{running}])
+if free > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[{deferred}], free)
+  for i = 1, #popped, 2 do
+    table.insert(released, popped[i])
+    redis.call('ZADD', KEYS[{sent}], {now}, {tenant} .. '/' .. popped[i])
+  end
+  if redis.call('ZCARD', KEYS[{deferred}]) == 0 then
+    redis.call('SREM', KEYS[{tenants}], {tenant})
+  end
+end
 """
 
 
@@ -48,10 +83,13 @@ return job
 """
 )
 
-# running|queued -> a terminal state, with the given fields; sets the TTL
-# and appends the "done" event, so no job ends without one. With an owner
+# running|queued -> a terminal state, with the given fields; sets the TTL,
+# appends the node events the runner still held (ARGV[9..8+n], n = ARGV[8])
+# and then the "done" event, so no job ends without one. With an owner
 # (ARGV[5]) only the claim that holds the job may end it: a worker that was
-# paused past its lease cannot end a job another worker re-ran.
+# paused past its lease cannot end a job another worker re-ran. With a cap
+# (ARGV[6]) the tenant's deferred jobs that now fit are released in the same
+# step: answers {'finished', released id, ...}. Field pairs follow the events.
 FINISH = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -59,15 +97,32 @@ if status ~= '"running"' and status ~= '"queued"' then return status or false en
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then
   return 'not-owner'
 end
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local events = tonumber(ARGV[8])
+for i = 9 + events, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
 """
+    + _append_events(log=5, channel=6, first="9", last="8 + events", ttl="ARGV[4]")
     + _append_event(log=5, channel=6, event=3, ttl=4)
     + """
-return 'finished'
+local released = {}
+if ARGV[6] ~= '' then
+"""
+    + _release_deferred(
+        running=3,
+        deferred=7,
+        tenants=8,
+        sent=9,
+        cap="ARGV[6]",
+        tenant="string.match(ARGV[2], '^(.-)/')",
+        now="ARGV[7]",
+    )
+    + """
+end
+table.insert(released, 1, 'finished')
+return released
 """
 )
 
@@ -86,29 +141,30 @@ return 'requeued'
 """
 
 # Up to (cap - running) deferred jobs of a tenant, oldest first, to re-send.
-RELEASE = """
-local free = tonumber(ARGV[1]) - redis.call('SCARD', KEYS[1])
-if free <= 0 then return {} end
-local popped = redis.call('ZPOPMIN', KEYS[2], free)
-local ids = {}
-for i = 1, #popped, 2 do
-  table.insert(ids, popped[i])
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2] .. '/' .. popped[i])
-end
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
-return ids
-"""
+RELEASE = (
+    "local released = {}\n"
+    + _release_deferred(
+        running=1,
+        deferred=2,
+        tenants=3,
+        sent=4,
+        cap="ARGV[1]",
+        tenant="ARGV[2]",
+        now="ARGV[3]",
+    )
+    + "return released\n"
+)
 
 # Appends an event to the job's log and publishes it; answers its seq.
 EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"
 
-# A node ended: store the node log and progress, append its "node" event;
-# only for the claim that holds the job (ARGV[5]).
-RECORD_NODE = (
+# Nodes ended: store the node log and progress, append their "node" events
+# (ARGV[5..]); only for the claim that holds the job (ARGV[4]).
+RECORD_NODES = (
     """
-if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then return 0 end
+if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 'nodes', ARGV[1], 'progress', ARGV[2])
 """
-    + _append_event(log=2, channel=3, event=3, ttl=4)
+    + _append_events(log=2, channel=3, first="5", last="#ARGV", ttl="ARGV[3]")
     + "return seq\n"
 )

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -97,7 +97,7 @@ class JobStore:
         self._finish = client.register_script(job_scripts.FINISH)
         self._requeue = client.register_script(job_scripts.REQUEUE)
         self._event = client.register_script(job_scripts.EVENT)
-        self._record_node = client.register_script(job_scripts.RECORD_NODE)
+        self._record_nodes = client.register_script(job_scripts.RECORD_NODES)
         self._release = client.register_script(job_scripts.RELEASE)
 
     def create(
@@ -271,20 +271,20 @@ class JobStore:
         }
         self.redis.zadd(keys.leased_jobs(), members, xx=True)
 
-    def record_node(
+    def record_nodes(
         self,
         tenant: str,
         job_id: str,
         nodes: list[dict[str, Any]],
         progress: dict[str, int],
-        node: dict[str, Any],
+        events: list[str],
         *,
         owner: str,
     ) -> bool:
-        """Store the node log and progress and send the ``node`` event, in one
-        round trip; False (and nothing written) when ``owner`` no longer
-        holds the job."""
-        written = self._record_node(
+        """Store the node log and progress and send the ``node`` events
+        (``event_json("node", record)`` each), in one round trip; False (and
+        nothing written) when ``owner`` no longer holds the job."""
+        written = self._record_nodes(
             keys=[
                 keys.job(tenant, job_id),
                 keys.job_event_log(tenant, job_id),
@@ -293,9 +293,9 @@ class JobStore:
             args=[
                 json.dumps(nodes),
                 json.dumps(progress),
-                event_json("node", node),
                 keys.EVENT_LOG_TTL,
                 json.dumps(owner),
+                *events,
             ],
         )
         return bool(written)
@@ -314,6 +314,23 @@ class JobStore:
         The ``done`` event is sent in the same step. With ``owner`` (the
         claim token the runner got), only that claim may end the job.
         """
+        return self.end_run(tenant, job_id, status, owner=owner, fields=fields)[0]
+
+    def end_run(
+        self,
+        tenant: str,
+        job_id: str,
+        status: JobStatus,
+        *,
+        owner: str | None,
+        fields: dict[str, Any],
+        node_events: Sequence[str] = (),
+        release_cap: int | None = None,
+    ) -> tuple[bool, list[str]]:
+        """``finish``, also sending the ``node`` events the runner still held
+        before ``done`` and, with ``release_cap``, releasing the tenant's
+        deferred jobs that now fit (as ``release_deferred``), all in one
+        step. Answers whether it ended the job, and the released job ids."""
         fields = {"status": status.value, "finished_at": now_iso(), **fields}
         pairs: list[EncodableT] = []
         for name, value in _encode(fields).items():
@@ -326,6 +343,9 @@ class JobStore:
                 keys.job_tenant(job_id),
                 keys.job_event_log(tenant, job_id),
                 keys.job_events(tenant, job_id),
+                keys.deferred_jobs(tenant),
+                keys.deferred_tenants(),
+                keys.sent_jobs(),
             ],
             args=[
                 keys.ended_job_ttl(tenant),
@@ -333,10 +353,16 @@ class JobStore:
                 event_json("done", {"status": status.value}),
                 keys.ended_job_ttl(tenant),
                 json.dumps(owner) if owner is not None else "",
+                "" if release_cap is None else release_cap,
+                time.time(),
+                len(node_events),
+                *node_events,
                 *pairs,
             ],
         )
-        return bool(outcome == b"finished")
+        if isinstance(outcome, list):
+            return True, [_text(job_id) for job_id in outcome[1:]]
+        return False, []
 
     def requeue(self, tenant: str, job_id: str) -> bool:
         """Put a running job whose lease lapsed back to queued."""

@@ -43,6 +43,26 @@ def test_execute_answers_202_with_a_location_and_the_job_succeeds(
     assert done["progress"]["done"] == done["progress"]["total"] == 3
 
 
+def test_a_running_job_shows_the_nodes_it_has_run_before_it_ends(
+    client, auth, workflows, worker
+):
+    # Node records are written in batches; a node that ended is still shown
+    # within moments, not only when the whole run ends.
+    job_id = submit(client, auth, "slow", {"ms": 3000}).get_json()["job"]["id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=auth).get_json()["job"]
+        if job["status"] == "running" and job["progress"]["done"] >= 1:
+            break
+        time.sleep(0.05)
+
+    assert job["status"] == "running"
+    assert job["progress"] == {"done": 1, "total": 3}
+    assert [(n["name"], n["status"]) for n in job["nodes"]][:1] == [
+        ("Start", "succeeded")
+    ]
+
+
 def test_wait_answers_200_with_the_result_when_the_job_ends_in_time(
     client, auth, workflows, worker
 ):

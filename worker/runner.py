@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from packagerepo import keys, metrics
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
-from packagerepo.jobs import JobStatus, now_iso
+from packagerepo.jobs import JobStatus, event_json, now_iso
 from packagerepo.logs import log_context
 from packagerepo.services import Services
 
@@ -51,58 +51,87 @@ def release_deferred(
     return len(released)
 
 
-class LeaseRenewer:
-    """One thread per worker process renewing every lease the process holds.
+class RunningJobs:
+    """The jobs this worker process runs, kept up to date by one thread.
 
-    A lease is renewed every third of ``LEASE_SECONDS``; one pipeline renews
-    them all, whatever number of jobs the process runs.
+    While any job runs, the thread wakes every ``FLUSH_SECONDS`` and writes
+    the node records each job's observer has held back longer than that,
+    and every third of ``LEASE_SECONDS`` renews every lease the process
+    holds in one round trip. It sleeps while the process runs nothing.
     """
+
+    FLUSH_SECONDS = 0.025
 
     def __init__(self, services: Services) -> None:
         self._jobs = services.jobs
-        self._interval = max(0.2, services.settings.lease_seconds / 3)
-        self._held: set[tuple[str, str]] = set()
+        self._renew_every = max(0.2, services.settings.lease_seconds / 3)
+        self._held: dict[tuple[str, str], JobObserver | None] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def holding(self, tenant: str, job_id: str) -> Iterator[None]:
-        """Renew the job's lease while the block runs."""
+    def holding(
+        self, tenant: str, job_id: str, observer: JobObserver | None = None
+    ) -> Iterator[None]:
+        """Renew the job's lease, and flush its observer, while the block runs."""
         with self._lock:
-            self._held.add((tenant, job_id))
+            self._held[(tenant, job_id)] = observer
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
-                    target=self._renew_forever, name="lease-renewer", daemon=True
+                    target=self._keep, name="running-jobs", daemon=True
                 )
                 self._thread.start()
+        self._wake.set()
         try:
             yield
         finally:
             with self._lock:
-                self._held.discard((tenant, job_id))
+                self._held.pop((tenant, job_id), None)
 
-    def _renew_forever(self) -> None:
+    def _keep(self) -> None:
+        renewed_at = time.monotonic()
         while True:
-            time.sleep(self._interval)
+            self._wake.clear()
             with self._lock:
-                held = list(self._held)
+                held = dict(self._held)
             if not held:
+                self._wake.wait()
+                continue
+            time.sleep(self.FLUSH_SECONDS)
+            now = time.monotonic()
+            self._flush(held, now - self.FLUSH_SECONDS)
+            if now - renewed_at >= self._renew_every:
+                renewed_at = now
+                self._renew(list(held))
+
+    def _flush(
+        self, held: dict[tuple[str, str], JobObserver | None], older_than: float
+    ) -> None:
+        for observer in held.values():
+            if observer is None:
                 continue
             try:
-                self._jobs.renew_leases(held)
+                observer.flush(older_than)
             except Exception:
-                log.warning("Renewing %d leases failed; retrying.", len(held))
+                log.warning("Writing held node records failed; retrying.")
+
+    def _renew(self, held: list[tuple[str, str]]) -> None:
+        try:
+            self._jobs.renew_leases(held)
+        except Exception:
+            log.warning("Renewing %d leases failed; retrying.", len(held))
 
 
-_renewer: LeaseRenewer | None = None
+_running: RunningJobs | None = None
 
 
-def lease_renewer(services: Services) -> LeaseRenewer:
-    """This process's lease renewer (threads do not survive a fork)."""
-    global _renewer
-    if _renewer is None:
-        _renewer = LeaseRenewer(services)
-    return _renewer
+def running_jobs(services: Services) -> RunningJobs:
+    """This process's running jobs (threads do not survive a fork)."""
+    global _running
+    if _running is None:
+        _running = RunningJobs(services)
+    return _running
 
 
 class JobRunner:
@@ -153,13 +182,11 @@ class JobRunner:
         started = time.monotonic()
         metrics.job_started(job["workflow"], tenant)
 
-        with lease_renewer(self.services).holding(tenant, job_id):
-            status, fields = self._execute(job)
+        observer = JobObserver(self.services, tenant, job_id, owner=job["worker"])
+        with running_jobs(self.services).holding(tenant, job_id, observer):
+            status, fields = self._execute(job, observer)
         metrics.sync_cache_stats(self.services.cache)
-        try:
-            self._end(tenant, job_id, job, status, fields, started)
-        finally:
-            release_deferred(self.services, tenant, self.enqueue)
+        self._end(tenant, job_id, job, status, fields, started, observer.take_held())
 
     def _end(
         self,
@@ -169,10 +196,20 @@ class JobRunner:
         status: JobStatus,
         fields: dict[str, Any],
         started: float,
+        node_events: list[str],
     ) -> None:
-        jobs = self.services.jobs
-
-        if jobs.finish(tenant, job_id, status, owner=job["worker"], **fields):
+        ended, released = self.services.jobs.end_run(
+            tenant,
+            job_id,
+            status,
+            owner=job["worker"],
+            fields=fields,
+            node_events=node_events,
+            release_cap=self.services.settings.tenant_max_running,
+        )
+        for deferred in released:
+            self.enqueue(deferred)
+        if ended:
             elapsed = time.monotonic() - started
             metrics.job_finished(job["workflow"], tenant, status.value, elapsed)
             log.info("Job %s ended %s.", job_id, status.value)
@@ -180,11 +217,14 @@ class JobRunner:
                 self.send_webhook(job_id)
         else:
             log.info("Job %s had already ended; its outcome is discarded.", job_id)
+            release_deferred(self.services, tenant, self.enqueue)
 
-    def _execute(self, job: dict[str, Any]) -> tuple[JobStatus, dict[str, Any]]:
+    def _execute(
+        self, job: dict[str, Any], observer: JobObserver
+    ) -> tuple[JobStatus, dict[str, Any]]:
         """Run the workflow; every exception becomes the job's error here."""
         try:
-            outcome = self._run_engine(job)
+            outcome = self._run_engine(job, observer)
         except PackageRepoError as error:
             log.warning("Job %s failed: %s", job["id"], error.message)
             return JobStatus.FAILED, {"error": error.to_dict()}
@@ -205,13 +245,12 @@ class JobRunner:
         }
         return JobStatus(outcome.status), fields
 
-    def _run_engine(self, job: dict[str, Any]) -> RunOutcome:
+    def _run_engine(self, job: dict[str, Any], observer: JobObserver) -> RunOutcome:
         from worker.engine import run_workflow
         from worker.nodes.base import Execution
 
         tenant, job_id = job["tenant"], job["id"]
         document = self._workflow(job)
-        observer = JobObserver(self.services, tenant, job_id, owner=job["worker"])
         execution = Execution(
             job_id=job_id,
             tenant=tenant,
@@ -304,7 +343,8 @@ class CancelCheck:
     """Asks Redis whether the job was cancelled, at most every 50 ms.
 
     The engine asks before every node; a chain of fast nodes would otherwise
-    cost one round trip each.
+    cost one round trip each. The first question waits 50 ms too: the job
+    was claimed just now, and a cancel before the claim would have ended it.
     """
 
     INTERVAL_SECONDS = 0.05
@@ -313,7 +353,7 @@ class CancelCheck:
         self._jobs = services.jobs
         self._tenant = tenant
         self._job_id = job_id
-        self._checked_at = 0.0
+        self._checked_at = time.monotonic()
         self._cancelled = False
 
     def __call__(self) -> bool:
@@ -325,7 +365,14 @@ class CancelCheck:
 
 
 class JobObserver:
-    """Writes node records and progress to the job as the engine reports them."""
+    """Keeps the job's node records and progress as the engine reports them,
+    and writes them in batches.
+
+    A node's event is held back for at most ``RunningJobs.FLUSH_SECONDS``:
+    the process's ``RunningJobs`` thread writes what is held longer, and
+    whatever is held when the run ends goes with the job's end, so a job of
+    fast nodes costs one round trip for all of them, not one per node.
+    """
 
     def __init__(
         self, services: Services, tenant: str, job_id: str, *, owner: str
@@ -336,28 +383,50 @@ class JobObserver:
         self._owner = owner
         self._nodes: dict[str, dict[str, Any]] = {}
         self._progress: dict[str, int] = {"done": 0, "total": 0}
+        self._held: list[str] = []
+        self._held_since = 0.0
+        self._lock = threading.Lock()
 
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        if kind == "progress":
-            self._progress = payload
+        if kind not in ("progress", "node"):
             return
-        if kind != "node":
-            return
-
-        self._nodes[payload["name"]] = payload
+        with self._lock:
+            if kind == "progress":
+                self._progress = payload
+                return
+            self._nodes[payload["name"]] = payload
         if payload.get("status") == "running":
             return
         with log_context(node=payload["name"]):
             log.info("Node %s ended %s.", payload["name"], payload.get("status"))
         metrics.node_finished(payload)
-        self._jobs.record_node(
-            self._tenant,
-            self._job_id,
-            list(self._nodes.values()),
-            self._progress,
-            payload,
-            owner=self._owner,
-        )
+        with self._lock:
+            if not self._held:
+                self._held_since = time.monotonic()
+            self._held.append(event_json("node", payload))
+
+    def flush(self, older_than: float) -> None:
+        """Write the held node events if the oldest was held since before
+        ``older_than`` (a ``time.monotonic()`` value)."""
+        with self._lock:
+            if not self._held or self._held_since > older_than:
+                return
+            events, self._held = self._held, []
+            # Under the lock: the events reach Redis in the order they came.
+            self._jobs.record_nodes(
+                self._tenant,
+                self._job_id,
+                list(self._nodes.values()),
+                self._progress,
+                events,
+                owner=self._owner,
+            )
+
+    def take_held(self) -> list[str]:
+        """The node events not written yet, for the job's end step."""
+        with self._lock:
+            events, self._held = self._held, []
+            return events
 
 
 _runner: JobRunner | None = None
