@@ -108,6 +108,7 @@ def execute(name: str) -> Response:
         callback_url=callback_url,
         request_id=g.get("request_id"),
         job_id=job_id,
+        total_nodes=len(validated.document["nodes"]),
     )
     with log_context(tenant=tenant, job=job_id, workflow=name):
         log.info("Job %s was submitted for workflow %s.", job_id, name)

@@ -177,8 +177,17 @@ class Accounts:
         return _identity_from_claims(claims)
 
     def ensure_admin(self) -> str | None:
-        """Seed the admin user; returns the password seeded in development."""
+        """Seed the admin user; returns the password seeded in development.
+
+        In development the warning comes on every start while ``admin``
+        still has the seeded password, not only on the start that seeded it.
+        """
         if self._read_user("admin"):
+            if self.settings.development and self._has_seeded_password():
+                log.warning(
+                    "DEVELOPMENT MODE: user admin still has the password admin "
+                    "(tenant default). Never run like this in production."
+                )
             return None
         if self.settings.admin_password:
             self.add_user(
@@ -197,6 +206,13 @@ class Accounts:
             return "admin"
         log.warning("No admin user exists and ADMIN_PASSWORD is not set.")
         return None
+
+    def _has_seeded_password(self) -> bool:
+        try:
+            self.authenticate("admin", "admin")
+        except Unauthorized:
+            return False
+        return True
 
 
 def _identity_from_claims(claims: dict[str, Any]) -> Identity:

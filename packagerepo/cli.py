@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="packagerepo", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="packagerepo",
+        description="Run the PackageRepo stack or its parts, manage users, "
+        "validate workflow files, and talk to a running service.",
+    )
     commands = parser.add_subparsers(title="commands")
 
     run = commands.add_parser("run", help="start redis, workers and the API")
@@ -57,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         default="PACKAGEREPO_PASSWORD",
         help="environment variable holding the password (else prompted)",
     )
-    add.add_argument("--replace", action="store_true")
+    add.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite an existing user: new password, tenant and scopes",
+    )
     add.set_defaults(handler=_user_add)
 
     secret = commands.add_parser(
@@ -66,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument("tenant")
     secret.set_defaults(handler=_webhook_secret)
 
-    commands.add_parser("validate", help="validate workflow files (see --help)")
+    commands.add_parser(
+        "validate",
+        help="validate workflow files (packagerepo validate --help for its options)",
+    )
 
     from packagerepo.client import add_client_commands
 
@@ -119,22 +130,23 @@ def _webhook_secret(arguments: argparse.Namespace) -> int:
 
 
 def read_password(env_name: str) -> str | None:
-    """The password from ``env_name``, else a prompt; None without a terminal."""
+    """The password from ``env_name``, else a prompt; None without a terminal
+    (the caller says so, with ``no_password_message``)."""
     import getpass
 
     password = os.environ.get(env_name)
     if password:
         return password
     if not sys.stdin.isatty():
-        print(
-            f"error: no terminal to ask for a password; set {env_name}.",
-            file=sys.stderr,
-        )
         return None
     try:
         return getpass.getpass()
     except (EOFError, KeyboardInterrupt):
         return None
+
+
+def no_password_message(env_name: str) -> str:
+    return f"No password was given: set {env_name} or run on a terminal to be asked."
 
 
 def _user_add(arguments: argparse.Namespace) -> int:
@@ -143,6 +155,7 @@ def _user_add(arguments: argparse.Namespace) -> int:
 
     password = read_password(arguments.password_env)
     if password is None:
+        print(f"error: {no_password_message(arguments.password_env)}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
     scopes = [scope.strip() for scope in arguments.scopes.split(",") if scope.strip()]

@@ -195,11 +195,11 @@ def _client(arguments: argparse.Namespace, *, token: bool = True) -> ServiceClie
 
 
 def login_command(arguments: argparse.Namespace) -> int:
-    from packagerepo.cli import read_password
+    from packagerepo.cli import no_password_message, read_password
 
     password = read_password(arguments.password_env)
     if password is None:
-        raise ClientError("No password was given.")
+        raise ClientError(no_password_message(arguments.password_env))
     with _client(arguments, token=False) as client:
         answer = client.login(arguments.username, password)
     path = store_token(answer["token"])

@@ -111,8 +111,13 @@ class JobStore:
         callback_url: str | None = None,
         request_id: str | None = None,
         job_id: str | None = None,
+        total_nodes: int = 0,
     ) -> dict[str, Any]:
-        """Store a new queued job and index it for the tenant."""
+        """Store a new queued job and index it for the tenant.
+
+        ``total_nodes`` is the workflow's node count, so a queued job's
+        progress already says how far it has to go.
+        """
         job_id = job_id or new_job_id()
         job = {
             "id": job_id,
@@ -127,7 +132,7 @@ class JobStore:
             "input": input,
             "result": None,
             "error": None,
-            "progress": {"done": 0, "total": 0},
+            "progress": {"done": 0, "total": total_nodes},
             "nodes": [],
             "submitted_by": submitted_by,
             "callback_url": callback_url,

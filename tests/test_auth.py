@@ -159,3 +159,37 @@ def test_production_mode_refuses_to_start_without_a_secret(tmp_path):
 
     with pytest.raises(RuntimeError, match="JWT_SECRET"):
         Accounts(settings)
+
+
+def test_development_warns_on_every_start_while_admin_keeps_the_seeded_password(
+    tmp_path, caplog
+):
+    from packagerepo.accounts import Accounts
+    from packagerepo.config import Settings
+
+    settings = Settings(data_dir=tmp_path, jwt_secret="x" * 32)
+
+    with caplog.at_level("WARNING", logger="packagerepo.accounts"):
+        assert Accounts(settings).ensure_admin() == "admin"
+        Accounts(settings).ensure_admin()
+
+    warnings = [r for r in caplog.records if "DEVELOPMENT MODE" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "admin" in warnings[1].getMessage()
+
+
+def test_no_development_warning_once_admin_has_another_password(tmp_path, caplog):
+    from packagerepo.accounts import Accounts
+    from packagerepo.config import Settings
+
+    settings = Settings(data_dir=tmp_path, jwt_secret="x" * 32)
+    Accounts(settings).ensure_admin()
+    Accounts(settings).add_user(
+        "admin", "changed", tenant="default", scopes=["admin"], replace=True
+    )
+    caplog.clear()
+
+    with caplog.at_level("WARNING", logger="packagerepo.accounts"):
+        Accounts(settings).ensure_admin()
+
+    assert not [r for r in caplog.records if "DEVELOPMENT MODE" in r.getMessage()]

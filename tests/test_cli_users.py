@@ -64,3 +64,32 @@ def test_webhook_secret_prints_the_tenants_signing_secret(stack_env, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_login_without_a_terminal_or_password_prints_one_error(stack_env, tmp_path):
+    env = {**stack_env, "PACKAGEREPO_CONFIG": str(tmp_path)}
+    env.pop("PACKAGEREPO_PASSWORD", None)
+
+    result = run_cli("login", "admin", env=env)
+
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert "PACKAGEREPO_PASSWORD" in errors[0]
+
+
+def test_help_is_plain_text_and_names_every_command(stack_env):
+    result = run_cli("--help", env=stack_env)
+
+    assert result.returncode == 0
+    assert "``" not in result.stdout
+    for command in ("run", "api", "worker", "user", "validate", "login", "submit"):
+        assert command in result.stdout
+    assert "(see --help)" not in result.stdout
+
+
+def test_user_help_says_how_to_change_an_existing_user(stack_env):
+    result = run_cli("user", "add", "--help", env=stack_env)
+
+    option = [line for line in result.stdout.splitlines() if "  --replace" in line]
+    assert option and "password" in option[0]

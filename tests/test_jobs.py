@@ -35,6 +35,8 @@ def test_execute_answers_202_with_a_location_and_the_job_succeeds(
     assert response.headers["Location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued"
     assert job["links"]["self"] == f"/v1/jobs/{job['id']}"
+    # A queued job already says how many nodes it will run.
+    assert job["progress"] == {"done": 0, "total": 3}
 
     done = wait_for_status(client, auth, job["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded"
