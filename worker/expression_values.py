@@ -50,8 +50,9 @@ def too_large(what: str) -> ExpressionFailed:
     )
 
 
-def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> None:
-    """Refuse values that are not JSON or whose JSON would exceed ``budget``.
+def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> int:
+    """The size of ``value``'s JSON, refused (EXPRESSION_TOO_LARGE) past
+    ``budget`` and refused when it is not JSON at all.
 
     Walks containers with an early exit, so a huge value costs at most
     ``budget`` steps; a long string costs one.
@@ -91,6 +92,17 @@ def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> None:
             )
         if size > budget:
             raise too_large("a value")
+    return size
+
+
+def _sequence_size(value: str | list[Any]) -> int:
+    """What a string or list weighs: its length, or a list's JSON size.
+
+    A list repeated by reference (``[big] * n``) is small in memory, but
+    every operation over it (``x in``, ``==``, ``json``) pays for each
+    element: that is the size the caps are about.
+    """
+    return len(value) if isinstance(value, str) else check_size(value)
 
 
 # -------------------------------------------------------------- operators
@@ -98,7 +110,7 @@ def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> None:
 
 def _add(left: Any, right: Any) -> Any:
     sequences = isinstance(left, (str, list)) and isinstance(right, (str, list))
-    if sequences and len(left) + len(right) > MAX_OUTPUT_CHARS:
+    if sequences and _sequence_size(left) + _sequence_size(right) > MAX_OUTPUT_CHARS:
         raise too_large("a string or list")
     return operator.add(left, right)
 
@@ -106,7 +118,11 @@ def _add(left: Any, right: Any) -> Any:
 def _multiply(left: Any, right: Any) -> Any:
     for sequence, count in ((left, right), (right, left)):
         repeats = isinstance(sequence, (str, list)) and isinstance(count, int)
-        if repeats and len(sequence) * count > MAX_OUTPUT_CHARS:
+        if (
+            repeats
+            and count > 0
+            and _sequence_size(sequence) * count > MAX_OUTPUT_CHARS
+        ):
             raise too_large("a string or list")
     integers = isinstance(left, int) and isinstance(right, int)
     if integers and left.bit_length() + right.bit_length() > MAX_INT_BITS:

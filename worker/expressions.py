@@ -194,8 +194,13 @@ class ExpressionContext:
         items_by_node: Mapping[str, list[dict[str, Any]]],
         now: str,
         time_limit: float = EXPRESSION_TIME_LIMIT,
+        output_budget: int | None = None,
     ) -> None:
         self.time_limit = time_limit
+        # What all evaluations of the run may build together: each value is
+        # capped, but a node with thousands of parameters is not.
+        self.output_budget = output_budget
+        self._built = 0
         self._per_thread = threading.local()
         self._names = {
             **_TRUTHY_NAMES,
@@ -267,10 +272,27 @@ class ExpressionContext:
                 f"Expression {shorten(source)} uses the unknown name "
                 f"{error.name.replace(PREFIX, '$')!r}."
             )
-        except (ArithmeticError, LookupError, TypeError, ValueError) as error:
+        except (
+            ArithmeticError,
+            AttributeError,  # a function given the wrong kind: lower(5)
+            LookupError,
+            TypeError,
+            ValueError,
+        ) as error:
             raise ExpressionFailed(f"Expression {shorten(source)} failed: {error}.")
         except (RecursionError, MemoryError):
             raise too_large("a value")
 
-        check_size(value)
+        self._spend(check_size(value), source)
         return value
+
+    def _spend(self, size: int, source: str) -> None:
+        # Several threads may evaluate at once; an unlocked sum can only
+        # undercount by a few values, which the budget's size absorbs.
+        self._built += size
+        if self.output_budget is not None and self._built > self.output_budget:
+            raise ExpressionFailed(
+                f"Expression {shorten(source)} takes the values this run's "
+                f"expressions built past {self.output_budget} characters.",
+                code="EXPRESSION_TOO_LARGE",
+            )

@@ -133,6 +133,7 @@ class NodeSteps:
     def _invoke(self, node: dict[str, Any], inputs: list[list[Item]]) -> NodeResult:
         if node.get("disabled"):
             return Outputs.single([item for items in inputs for item in items])
+        self._check_items_in(node["name"], inputs)
 
         node_type = node["type"]
         node_deadline = time.monotonic() + self.registry.timeout_seconds(node_type)
@@ -157,6 +158,17 @@ class NodeSteps:
             result = self._run_abandonable(implementation, call)
         call.check_deadline()
         return result
+
+    def _check_items_in(self, name: str, inputs: list[list[Item]]) -> None:
+        # Outputs are capped one by one; several wires into one node (or the
+        # same wire listed again) add up, so the sum is capped too.
+        limit = self.limits.max_items_per_output
+        total = sum(len(items) for items in inputs)
+        if total > limit:
+            raise NodeFailed(
+                f"Node {name!r} received {total} items; the limit is {limit}.",
+                code="ITEM_LIMIT_EXCEEDED",
+            )
 
     def _evaluator(
         self, name: str, deadline: float, code: str

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from loader.schema import MAX_TRIES, MAX_WAIT_BETWEEN_TRIES_MS
-from worker.expressions import EXPRESSION_TIME_LIMIT
+from worker.expressions import EXPRESSION_TIME_LIMIT, MAX_OUTPUT_CHARS
 
 
 class RunStatus(StrEnum):
@@ -42,7 +42,10 @@ class EngineLimits:
     """Bounds on one run; every one of them fails the run with a code."""
 
     max_items_per_output: int = 10_000
+    """Items a node may emit on one output, and take in over all its inputs."""
     max_result_bytes: int = 10 * 1024 * 1024
+    max_expression_chars_per_run: int = 16 * MAX_OUTPUT_CHARS
+    """What all expressions of a run may build together (JSON characters)."""
     default_execution_timeout: float = 300.0
     max_execution_timeout: float = 3600.0
     expression_time_limit: float = EXPRESSION_TIME_LIMIT
@@ -101,10 +104,10 @@ def result_problem(result: Any, limits: EngineLimits) -> dict[str, Any] | None:
     try:
         encoded = json.dumps(result, separators=(",", ":"), allow_nan=False)
         size = len(encoded.encode())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return {
             "code": "INVALID_RESULT",
-            "message": "The workflow's result is not JSON.",
+            "message": "The workflow's result is not JSON (or nests too deeply).",
             "status": 500,
         }
     if size > limits.max_result_bytes:

@@ -120,6 +120,7 @@ class Run:
                 items_by_node=self.items_by_node,
                 now=now,
                 time_limit=self.limits.expression_time_limit,
+                output_budget=self.limits.max_expression_chars_per_run,
             )
 
         variables = resolve_variables(

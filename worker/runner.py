@@ -227,11 +227,11 @@ class JobRunner:
             outcome = self._run_engine(job, observer)
         except PackageRepoError as error:
             log.warning("Job %s failed: %s", job["id"], error.message)
-            return JobStatus.FAILED, {"error": error.to_dict()}
+            return JobStatus.FAILED, {"error": error.to_dict(), **observer.ended()}
         except Exception:
             log.exception("Job %s failed with an unexpected error.", job["id"])
             unexpected = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
-            return JobStatus.FAILED, {"error": unexpected}
+            return JobStatus.FAILED, {"error": unexpected, **observer.ended()}
 
         job_error = outcome.error
         if outcome.status == JobStatus.CANCELLED and job_error is None:
@@ -421,6 +421,18 @@ class JobObserver:
                 events,
                 owner=self._owner,
             )
+
+    def ended(self) -> dict[str, Any]:
+        """The node log and progress of a run the engine did not end itself:
+        a node it left ``running`` is recorded as ``failed``."""
+        with self._lock:
+            nodes = [
+                {**record, "status": "failed"}
+                if record.get("status") == "running"
+                else record
+                for record in self._nodes.values()
+            ]
+            return {"nodes": nodes, "progress": dict(self._progress)}
 
     def take_held(self) -> list[str]:
         """The node events not written yet, for the job's end step."""

@@ -63,7 +63,14 @@ def not_outputs(call: NodeCall) -> Any:
     return [{"a": 1}]
 
 
+@implements("test.constant")
+def constant(call: NodeCall) -> Outputs:
+    """Emits its ``item`` parameter, as given (no expressions)."""
+    return Outputs.single([call.parameters["item"]])
+
+
 TEST_TYPES = {
+    "test.constant": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
     "test.flaky": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
     "test.block": {"category": "test", "outputs": 1, "timeoutSeconds": 0.2},
     "test.crash": {"category": "test", "outputs": 1, "timeoutSeconds": 5},

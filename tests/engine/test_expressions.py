@@ -107,6 +107,13 @@ def test_sandbox_escapes_are_refused_with_expression_forbidden(context, source):
         ("[0] * 100_000_000", "EXPRESSION_TOO_LARGE"),
         ("2 ** 100_000", "EXPRESSION_TOO_LARGE"),
         ("1 + " * 700 + "1", "EXPRESSION_TOO_LARGE"),
+        # Repeating a list repeats references: its JSON size is what counts,
+        # so `in` over it can never compare more than the size cap.
+        ("'a' * 3999999 + 'b' in ['a' * 4000000] * 1500000", "EXPRESSION_TOO_LARGE"),
+        ("[['x' * 1000] * 1000] * 1000", "EXPRESSION_TOO_LARGE"),
+        ("['x' * 5000000] + ['y' * 5000000]", "EXPRESSION_TOO_LARGE"),
+        ("startswith(1, 2)", "EXPRESSION_ERROR"),
+        ("lower(5)", "EXPRESSION_ERROR"),
         ("1 / 0", "EXPRESSION_ERROR"),
         ("no_such_name", "EXPRESSION_ERROR"),
         ('$node["Never Ran"].json', "EXPRESSION_ERROR"),

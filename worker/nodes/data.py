@@ -10,6 +10,9 @@ from typing import Any
 from packagerepo.errors import NodeFailed
 from worker.nodes.base import Item, NodeCall, Outputs, implements
 
+MAX_FIELD_DEPTH = 32
+"""Parts a dotted field name may have; deeper nesting breaks JSON tooling."""
+
 
 @implements("data.set")
 def set_fields(call: NodeCall) -> Outputs:
@@ -23,6 +26,13 @@ def set_fields(call: NodeCall) -> Outputs:
     if not isinstance(values, dict):
         raise NodeFailed(f"Node {call.name!r} needs an object of values to set.")
     keep_only_set = call.param("keepOnlySet", False) is True
+    for field in values:
+        if field.count(".") >= MAX_FIELD_DEPTH:
+            raise NodeFailed(
+                f"Node {call.name!r} sets a field nested deeper than "
+                f"{MAX_FIELD_DEPTH} levels.",
+                code="INVALID_PARAMETER",
+            )
 
     items = []
     for item in call.items:
