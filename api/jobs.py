@@ -26,6 +26,7 @@ from flask import (
 from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
 from api.requests import json_body
+from loader.limits import execution_timeout
 from packagerepo import keys, metrics, webhooks
 from packagerepo.errors import (
     InvalidRequest,
@@ -109,11 +110,12 @@ def execute(name: str) -> Response:
         request_id=g.get("request_id"),
         job_id=job_id,
         total_nodes=len(validated.document["nodes"]),
+        timeout_seconds=execution_timeout(validated.document),
     )
     with log_context(tenant=tenant, job=job_id, workflow=name):
         log.info("Job %s was submitted for workflow %s.", job_id, name)
     try:
-        _enqueue(tenant, job_id)
+        _enqueue(tenant, job_id, job["timeout_seconds"])
     except QueueUnavailable:
         # The job never ran: a retry with the same key must be able to run it.
         _release_idempotency_key(tenant, job_id)
@@ -176,9 +178,9 @@ def _required_scope(document: dict[str, Any]) -> str:
     return scope if scope in {"none", "read", "write", "admin"} else "read"
 
 
-def _enqueue(tenant: str, job_id: str) -> None:
+def _enqueue(tenant: str, job_id: str, timeout_seconds: float) -> None:
     try:
-        enqueue_job(celery(), job_id)
+        enqueue_job(celery(), job_id, timeout_seconds)
     except Exception:
         unavailable = QueueUnavailable("The job queue is unavailable; try again.")
         # When Redis is down too, the record cannot be written; it expires.

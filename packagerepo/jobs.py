@@ -112,11 +112,14 @@ class JobStore:
         request_id: str | None = None,
         job_id: str | None = None,
         total_nodes: int = 0,
+        timeout_seconds: float | None = None,
     ) -> dict[str, Any]:
         """Store a new queued job and index it for the tenant.
 
         ``total_nodes`` is the workflow's node count, so a queued job's
-        progress already says how far it has to go.
+        progress already says how far it has to go; ``timeout_seconds`` its
+        execution timeout, after which the reaper fails it rather than
+        running it again.
         """
         job_id = job_id or new_job_id()
         job = {
@@ -140,6 +143,7 @@ class JobStore:
             "cancel_requested": False,
             "worker": None,
             "request_id": request_id,
+            "timeout_seconds": timeout_seconds,
         }
         key = keys.job(tenant, job_id)
         index = keys.job_index(tenant)
@@ -199,6 +203,14 @@ class JobStore:
     def field(self, tenant: str, job_id: str, name: str) -> Any:
         raw = self.redis.hget(keys.job(tenant, job_id), name)
         return json.loads(raw) if raw is not None else None
+
+    def fields(self, tenant: str, job_id: str, *names: str) -> dict[str, Any]:
+        """Several fields of the job in one round trip (missing ones None)."""
+        raw = self.redis.hmget(keys.job(tenant, job_id), list(names))
+        return {
+            name: json.loads(value) if value is not None else None
+            for name, value in zip(names, raw, strict=True)
+        }
 
     def status(self, tenant: str, job_id: str) -> JobStatus | None:
         value = self.field(tenant, job_id, "status")

@@ -12,6 +12,7 @@ import redis
 from celery import Celery
 from celery.signals import setup_logging
 
+from loader.limits import MAX_EXECUTION_TIMEOUT
 from packagerepo import keys
 from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
@@ -19,7 +20,11 @@ from packagerepo.logs import configure_logging
 EXECUTE_TASK = "packagerepo.execute"
 WEBHOOK_TASK = "packagerepo.deliver_webhook"
 QUEUE = "packagerepo"
-MAX_EXECUTION_SECONDS = 3600
+MAX_EXECUTION_SECONDS = int(MAX_EXECUTION_TIMEOUT)
+HARD_LIMIT_GRACE_SECONDS = 30
+"""How long past its job's execution timeout a pool process may run before
+Celery kills it: the engine's own, cooperative timeouts cannot stop a node
+stuck in C code that holds the GIL."""
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -59,9 +64,19 @@ def _configure_worker_logging(**_kwargs: object) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-def enqueue_job(app: Celery, job_id: str) -> None:
-    """Send the message for ``job_id``; fails fast when the broker is down."""
-    app.send_task(EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False)
+def enqueue_job(app: Celery, job_id: str, timeout_seconds: float | None = None) -> None:
+    """Send the message for ``job_id``; fails fast when the broker is down.
+
+    With the job's ``timeout_seconds`` the message carries a hard time limit
+    just past it; without (a re-send), the task's own limit for the longest
+    allowed execution applies.
+    """
+    limit = (
+        None if timeout_seconds is None else timeout_seconds + HARD_LIMIT_GRACE_SECONDS
+    )
+    app.send_task(
+        EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False, time_limit=limit
+    )
 
 
 def send_webhook(app: Celery, job_id: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from loader.limits import DEFAULT_EXECUTION_TIMEOUT, MAX_EXECUTION_TIMEOUT
 from loader.schema import MAX_TRIES, MAX_WAIT_BETWEEN_TRIES_MS
 from worker.expressions import EXPRESSION_TIME_LIMIT, MAX_OUTPUT_CHARS
 
@@ -46,8 +47,8 @@ class EngineLimits:
     max_result_bytes: int = 10 * 1024 * 1024
     max_expression_chars_per_run: int = 16 * MAX_OUTPUT_CHARS
     """What all expressions of a run may build together (JSON characters)."""
-    default_execution_timeout: float = 300.0
-    max_execution_timeout: float = 3600.0
+    default_execution_timeout: float = DEFAULT_EXECUTION_TIMEOUT
+    max_execution_timeout: float = MAX_EXECUTION_TIMEOUT
     expression_time_limit: float = EXPRESSION_TIME_LIMIT
     default_tries: int = 3
     max_tries: int = MAX_TRIES

@@ -23,8 +23,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from packagerepo import keys
+from worker.outcome import timeout_error
 from packagerepo.jobs import JobStatus
 from packagerepo.logs import log_context
 from packagerepo.services import Services
@@ -151,6 +153,8 @@ class Reaper:
 
     def _reap(self, tenant: str, job_id: str) -> int:
         jobs = self.services.jobs
+        if _overdue(jobs.fields(tenant, job_id, "started_at", "timeout_seconds")):
+            return self._end(tenant, job_id, timeout_error(), "outlived its timeout")
         attempts = jobs.field(tenant, job_id, "attempts") or 0
         if attempts < self.services.settings.max_attempts:
             if not jobs.requeue(tenant, job_id):
@@ -162,12 +166,29 @@ class Reaper:
             self.enqueue(job_id)
             return 1
 
-        if not jobs.finish(tenant, job_id, JobStatus.FAILED, error=WORKER_LOST):
+        return self._end(tenant, job_id, WORKER_LOST, f"lost {attempts} workers")
+
+    def _end(self, tenant: str, job_id: str, error: dict, why: str) -> int:
+        jobs = self.services.jobs
+        if not jobs.finish(tenant, job_id, JobStatus.FAILED, error=error):
             return 0
-        log.error("Job %s lost its worker %d times; it failed.", job_id, attempts)
+        log.error("Job %s %s; it failed with %s.", job_id, why, error["code"])
         if jobs.field(tenant, job_id, "callback_url"):
             self.send_webhook(job_id)
         return 1
+
+
+def _overdue(fields: dict) -> bool:
+    """Whether a run that started at ``started_at`` is past its timeout.
+
+    Such a job's worker was most likely killed by Celery's hard time limit
+    for being stuck: running it again would only get stuck again.
+    """
+    started_at, timeout = fields.get("started_at"), fields.get("timeout_seconds")
+    if not isinstance(started_at, str) or not isinstance(timeout, (int, float)):
+        return False
+    started = datetime.fromisoformat(started_at).timestamp()
+    return time.time() > started + timeout
 
 
 def _execute_job_id(raw: bytes | None) -> str | None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from loader.limits import execution_timeout
 from loader.registry import NodeRegistry
 from packagerepo.errors import InvalidWorkflow
 from worker.expressions import ExpressionContext
@@ -97,13 +98,11 @@ class Run:
                 )
 
     def _execution_timeout(self, document: dict[str, Any]) -> float:
-        settings = document.get("settings")
-        seconds = (
-            settings.get("executionTimeout") if isinstance(settings, dict) else None
+        return execution_timeout(
+            document,
+            default=self.limits.default_execution_timeout,
+            maximum=self.limits.max_execution_timeout,
         )
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-            return self.limits.default_execution_timeout
-        return max(0.0, min(float(seconds), self.limits.max_execution_timeout))
 
     def _bind_execution(
         self, document: dict[str, Any], execution: Execution

@@ -40,6 +40,8 @@ from packagerepo.logs import log_context
 from packagerepo.services import redis_client
 from worker.celery_app import (
     EXECUTE_TASK,
+    HARD_LIMIT_GRACE_SECONDS,
+    MAX_EXECUTION_SECONDS,
     WEBHOOK_TASK,
     celery_app,
     enqueue_job,
@@ -74,7 +76,14 @@ def _send_webhook(job_id: str) -> None:
     send_webhook(celery_app, job_id)
 
 
-@celery_app.task(name=EXECUTE_TASK, ignore_result=True)
+# The hard limit is the backstop for a pool process stuck where the engine's
+# cooperative timeouts cannot reach (C code holding the GIL); a message from
+# the API carries a tighter one, sized from its workflow.
+@celery_app.task(
+    name=EXECUTE_TASK,
+    ignore_result=True,
+    time_limit=MAX_EXECUTION_SECONDS + HARD_LIMIT_GRACE_SECONDS,
+)
 def execute(job_id: str) -> None:
     """Run the job; every outcome is written to the job record, not returned."""
     current_runner(_enqueue, _send_webhook).run(job_id)
