@@ -24,7 +24,12 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request, send_file
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import (
+    NotFound,
+    PreconditionFailed,
+    RequestedRangeNotSatisfiable,
+)
+from werkzeug.http import parse_set_header
 from werkzeug.routing import RequestRedirect
 from werkzeug.wsgi import get_input_stream
 
@@ -132,12 +137,25 @@ class _ExactLength:
         return chunk
 
 
+def _is_chunked_and_terminated() -> bool:
+    """Whether a body without Content-Length is chunked and can be read whole.
+
+    Decided from the headers: gunicorn sets ``wsgi.input_terminated`` on
+    every request, so on its own it would take a body with no framing at
+    all (an empty one) for a complete upload. A server that does not set it
+    cannot hand on a chunked body.
+    """
+    encodings = parse_set_header(request.headers.get("Transfer-Encoding"))
+    terminated = bool(request.environ.get("wsgi.input_terminated"))
+    return "chunked" in encodings and terminated
+
+
 def _upload_stream(max_bytes: int) -> _ExactLength:
     """The request body as a stream, refusing what is certainly too large."""
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BlobTooLarge(f"The blob is larger than {max_bytes} bytes.")
-    if length is None and not request.environ.get("wsgi.input_terminated"):
+    if length is None and not _is_chunked_and_terminated():
         raise InvalidRequest(
             "A Content-Length or a chunked body is required.",
             code="LENGTH_REQUIRED",
@@ -188,21 +206,49 @@ def download_blob(namespace: str, name: str, version: str, variant: str) -> Resp
     tenant = _reader_tenant()
     coordinate = Coordinate.parse(namespace, name, version, variant)
     record, path = _services().artifacts.locate_blob(tenant, coordinate)
+    _refuse_failed_if_match(record["digest"])
 
     response = send_file(
         path,
         mimetype="application/octet-stream",
         as_attachment=True,
         download_name=f"{coordinate.name}-{coordinate.version}-{coordinate.variant}",
-        conditional=True,
+        conditional=False,
         etag=record["digest"],
         max_age=None,
     )
+    _make_conditional(response)
     hex_digest = record["digest"].removeprefix("sha256:")
     response.headers["X-Checksum-Sha256"] = hex_digest
     encoded = base64.b64encode(bytes.fromhex(hex_digest)).decode()
     response.headers["Content-Digest"] = f"sha-256=:{encoded}:"
     return response
+
+
+def _refuse_failed_if_match(digest: str) -> None:
+    """412 unless If-Match names this blob (strongly) or is ``*``.
+
+    Decided here, before the file is opened, because werkzeug gets If-Match
+    wrong: it answers 412 with the whole blob as the body, refuses ``*``,
+    lets a satisfiable Range win over it and lets If-None-Match overrule it.
+    """
+    wanted = request.if_match
+    if wanted and not wanted.contains(digest):
+        raise PreconditionFailed("If-Match names no current version of this blob.")
+
+
+def _make_conditional(response: Response) -> None:
+    """Range and If-None-Match for ``response``; If-Match was decided before."""
+    environ = {
+        key: value for key, value in request.environ.items() if key != "HTTP_IF_MATCH"
+    }
+    try:
+        response.make_conditional(
+            environ, accept_ranges=True, complete_length=response.content_length
+        )
+    except RequestedRangeNotSatisfiable:
+        response.close()
+        raise
 
 
 @artifacts_bp.get("/v1/<namespace>/<name>/latest")

@@ -25,9 +25,11 @@ HTTP_CODES = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     411: "LENGTH_REQUIRED",
+    412: "PRECONDITION_FAILED",
     413: "PAYLOAD_TOO_LARGE",
     414: "URI_TOO_LONG",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    416: "RANGE_NOT_SATISFIABLE",
     429: "RATE_LIMITED",
     431: "HEADERS_TOO_LARGE",
     501: "NOT_IMPLEMENTED",
@@ -47,9 +49,11 @@ def _from_http(exception: HTTPException) -> Response:
     code = HTTP_CODES.get(status, "HTTP_ERROR")
     message = exception.description or exception.name
     response = error_response(PackageRepoError(message, code=code, status=status))
-    allowed = getattr(exception, "valid_methods", None)
-    if allowed:
-        response.headers["Allow"] = ", ".join(allowed)
+    # The headers werkzeug gives its own error page belong to this answer too:
+    # Allow on a 405, Content-Range (the size) on a 416, Retry-After.
+    for name, value in exception.get_headers():
+        if name.lower() != "content-type":
+            response.headers.add(name, value)
     return response
 
 

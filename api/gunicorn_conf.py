@@ -9,6 +9,15 @@ NOTE: this replaces ``gunicorn.util.write_error``, whose signature has been
 stable across gunicorn releases; the pinned version is checked by
 ``tests/test_adversarial.py``. A gunicorn hook for error bodies would let
 this go.
+
+Slow clients: gunicorn's threaded worker reads a request on a blocking
+socket with no timeout once its first bytes arrived, so a client that stops
+sending halfway (slowloris) holds an API thread for good, and a few dozen
+hold them all. ``TConn.init`` is wrapped to give each connection's socket
+``REQUEST_READ_TIMEOUT_SECONDS`` (default 15) per read and write; a stalled
+client is dropped after that. NOTE: a client trickling a byte just inside
+that window still holds its thread; in production a buffering proxy
+(nginx) in front of gunicorn bounds that too.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import socket
 from typing import Any
 
 from gunicorn import util
+from gunicorn.workers import gthread
 
 from api.errors import HTTP_CODES
 
@@ -38,6 +48,21 @@ def write_json_error(
 
 
 util.write_error = write_json_error
+
+REQUEST_READ_TIMEOUT_SECONDS = float(
+    os.environ.get("REQUEST_READ_TIMEOUT_SECONDS", "15")
+)
+_connection_init = gthread.TConn.init
+
+
+def _init_with_read_timeout(connection: Any) -> None:
+    _connection_init(connection)
+    # init() runs again for every request on a kept-alive connection, right
+    # after the worker made its socket blocking (no timeout) once more.
+    connection.sock.settimeout(REQUEST_READ_TIMEOUT_SECONDS)
+
+
+gthread.TConn.init = _init_with_read_timeout
 
 
 def _json_logging() -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""Slow clients against gunicorn: a connection that stops sending in the
+middle of its request is dropped after REQUEST_READ_TIMEOUT_SECONDS, so a
+few dozen of them cannot hold every API thread (slowloris)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.conftest import GunicornProcess, service_env
+
+pytestmark = pytest.mark.integration
+
+THREADS = 4
+
+
+@pytest.fixture
+def small_api(redis_server, tmp_path, monkeypatch) -> Iterator[GunicornProcess]:
+    monkeypatch.setenv("API_THREADS", str(THREADS))
+    env = service_env(
+        redis_server.url, tmp_path / "data", REQUEST_READ_TIMEOUT_SECONDS="1"
+    )
+    api = GunicornProcess(env, tmp_path / "api.log", workers=1)
+    api.wait_ready()
+    yield api
+    api.stop()
+
+
+def _stalled(url: str, partial: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.sendall(partial)
+    return connection
+
+
+@pytest.mark.parametrize(
+    "partial",
+    [
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",
+        b"POST /auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        b"\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["headers never finish", "body never arrives"],
+)
+def test_stalled_requests_do_not_hold_every_api_thread(small_api, partial):
+    stalled = [_stalled(small_api.url, partial) for _ in range(3 * THREADS)]
+    time.sleep(0.2)
+
+    started = time.monotonic()
+    answer = requests.get(f"{small_api.url}/health", timeout=10)
+
+    assert answer.status_code == 200
+    assert time.monotonic() - started < 8
+    for connection in stalled:
+        connection.settimeout(5)
+        # Dropped (b"") or, for a body that stopped, answered in the envelope.
+        received = connection.recv(4096)
+        assert received == b"" or b'"ok":false' in received
+        connection.close()
