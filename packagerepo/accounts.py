@@ -119,7 +119,12 @@ class Accounts:
 
         identity = Identity(username, check_tenant(tenant), check_scopes(scopes))
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
-        record = {**identity.to_dict(), "password_hash": hashed.decode()}
+        record = {
+            **identity.to_dict(),
+            "password_hash": hashed.decode(),
+            # Tokens issued before this second no longer speak for the user.
+            "updated_at": int(time.time()),
+        }
         write_atomically(path, json.dumps(record).encode(), mode=0o600)
         log.info("User %s was saved in tenant %s.", username, tenant)
         return identity
@@ -174,7 +179,25 @@ class Accounts:
             raise Unauthorized("The token has expired.")
         except jwt.PyJWTError:
             raise Unauthorized("The token is invalid.")
-        return _identity_from_claims(claims)
+        identity = _identity_from_claims(claims)
+        self._check_user_unchanged(identity, claims["iat"])
+        return identity
+
+    def _check_user_unchanged(self, identity: Identity, issued_at: Any) -> None:
+        """A token speaks for its user as the user is now: one deleted, moved
+        to another tenant, stripped of a scope the token carries, or saved
+        again (a new password) since the token was issued is refused."""
+        record = self._read_user(identity.username)
+        if record is None:
+            raise Unauthorized("The token's user no longer exists.")
+        unchanged = (
+            record.get("tenant") == identity.tenant
+            and set(identity.scopes) <= set(record.get("scopes", ()))
+            and isinstance(issued_at, int | float)
+            and issued_at >= record.get("updated_at", 0)
+        )
+        if not unchanged:
+            raise Unauthorized("The token was issued before its user changed.")
 
     def ensure_admin(self) -> str | None:
         """Seed the admin user; returns the password seeded in development.

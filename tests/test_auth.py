@@ -193,3 +193,45 @@ def test_no_development_warning_once_admin_has_another_password(tmp_path, caplog
         Accounts(settings).ensure_admin()
 
     assert not [r for r in caplog.records if "DEVELOPMENT MODE" in r.getMessage()]
+
+
+def _me(client, token: str):
+    return client.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_a_deleted_users_token_stops_working(client, app, tenant):
+    accounts = app.extensions["packagerepo"].accounts
+    accounts.add_user("gone-" + tenant, "pw", tenant=tenant, scopes=["read"])
+    token = login(client, "gone-" + tenant, "pw").get_json()["token"]
+    assert _me(client, token).status_code == 200
+
+    (accounts.users_dir / f"gone-{tenant}.json").unlink()
+
+    answer = _me(client, token)
+    assert answer.status_code == 401
+    assert answer.get_json()["error"]["code"] == "UNAUTHORIZED"
+
+
+def test_a_token_carrying_scopes_its_user_lost_stops_working(client, app, tenant):
+    accounts = app.extensions["packagerepo"].accounts
+    name = "shrunk-" + tenant
+    accounts.add_user(name, "pw", tenant=tenant, scopes=["read", "write"])
+    token = login(client, name, "pw").get_json()["token"]
+
+    accounts.add_user(name, "pw", tenant=tenant, scopes=["read"], replace=True)
+
+    assert _me(client, token).status_code == 401
+    assert _me(client, login(client, name, "pw").get_json()["token"]).status_code == 200
+
+
+def test_tokens_issued_before_a_password_change_stop_working(client, app, tenant):
+    accounts = app.extensions["packagerepo"].accounts
+    name = "moved-" + tenant
+    accounts.add_user(name, "old", tenant=tenant, scopes=["read"])
+    token = login(client, name, "old").get_json()["token"]
+    time.sleep(1.1)  # iat has one-second resolution
+
+    accounts.add_user(name, "new", tenant=tenant, scopes=["read"], replace=True)
+
+    assert _me(client, token).status_code == 401
+    assert _me(client, login(client, name, "new").get_json()["token"]).status_code == 200
