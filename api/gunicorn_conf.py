@@ -62,7 +62,7 @@ def _init_with_read_timeout(connection: Any) -> None:
     connection.sock.settimeout(REQUEST_READ_TIMEOUT_SECONDS)
 
 
-gthread.TConn.init = _init_with_read_timeout
+gthread.TConn.init = _init_with_read_timeout  # type: ignore[method-assign,assignment]
 
 
 def _json_logging() -> dict[str, Any]:

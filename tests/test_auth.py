@@ -234,4 +234,6 @@ def test_tokens_issued_before_a_password_change_stop_working(client, app, tenant
     accounts.add_user(name, "new", tenant=tenant, scopes=["read"], replace=True)
 
     assert _me(client, token).status_code == 401
-    assert _me(client, login(client, name, "new").get_json()["token"]).status_code == 200
+    assert (
+        _me(client, login(client, name, "new").get_json()["token"]).status_code == 200
+    )

@@ -8,6 +8,8 @@ backend is not used: job results live in the job record (design §5).
 
 from __future__ import annotations
 
+import math
+
 import redis
 from celery import Celery
 from celery.signals import setup_logging
@@ -72,7 +74,9 @@ def enqueue_job(app: Celery, job_id: str, timeout_seconds: float | None = None) 
     allowed execution applies.
     """
     limit = (
-        None if timeout_seconds is None else timeout_seconds + HARD_LIMIT_GRACE_SECONDS
+        None
+        if timeout_seconds is None
+        else math.ceil(timeout_seconds) + HARD_LIMIT_GRACE_SECONDS
     )
     app.send_task(
         EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False, time_limit=limit

@@ -24,13 +24,14 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from packagerepo import keys
-from worker.outcome import timeout_error
 from packagerepo.jobs import JobStatus
 from packagerepo.logs import log_context
 from packagerepo.services import Services
 from worker.celery_app import queue_depth
+from worker.outcome import timeout_error
 from worker.runner import release_deferred
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ class Reaper:
 
         return self._end(tenant, job_id, WORKER_LOST, f"lost {attempts} workers")
 
-    def _end(self, tenant: str, job_id: str, error: dict, why: str) -> int:
+    def _end(self, tenant: str, job_id: str, error: dict[str, Any], why: str) -> int:
         jobs = self.services.jobs
         if not jobs.finish(tenant, job_id, JobStatus.FAILED, error=error):
             return 0
@@ -178,7 +179,7 @@ class Reaper:
         return 1
 
 
-def _overdue(fields: dict) -> bool:
+def _overdue(fields: dict[str, Any]) -> bool:
     """Whether a run that started at ``started_at`` is past its timeout.
 
     Such a job's worker was most likely killed by Celery's hard time limit

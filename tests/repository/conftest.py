@@ -111,9 +111,26 @@ def anonymous_app(repo_services: Services):
 def token(repo_services: Services):
     """A bearer header for a user of ``tenant`` holding ``scopes``."""
 
+    # A token speaks for a user that exists as the token says; each user is
+    # created once (saving it again would revoke its earlier tokens), the
+    # default one before the test runs, so snapshots of DATA_DIR hold it.
+    users: dict[tuple[str, ...], Identity] = {}
+
+    def user(tenant: str, scopes: tuple[str, ...]) -> Identity:
+        if (tenant, *scopes) not in users:
+            users[(tenant, *scopes)] = repo_services.accounts.add_user(
+                "-".join(("tester", tenant, *scopes)),
+                "pw",
+                tenant=tenant,
+                scopes=list(scopes),
+                replace=True,
+            )
+        return users[(tenant, *scopes)]
+
     def issue(tenant: str = TENANT, *scopes: str) -> dict[str, str]:
-        identity = Identity("tester", tenant, scopes or ("read", "write"))
+        identity = user(tenant, scopes or ("read", "write"))
         value, _ = repo_services.accounts.issue_token(identity)
         return {"Authorization": f"Bearer {value}"}
 
+    user(TENANT, ("read", "write"))
     return issue

@@ -19,6 +19,7 @@ import jwt
 import pytest
 
 from loader import parse_document, validate
+from packagerepo.accounts import Identity
 from packagerepo.services import BUNDLED_WORKFLOWS, Services
 from repository.coordinates import Coordinate
 from worker.engine import run_workflow
@@ -79,11 +80,16 @@ def direct(services):
 
 @pytest.fixture
 def bearer(services):
-    def issue(tenant: str = TENANT) -> dict[str, str]:
-        from packagerepo.accounts import Identity
+    """A bearer header for a user of ``tenant``, created once per tenant (a
+    token speaks for a user that exists as the token says)."""
+    users: dict[str, Identity] = {}
 
-        identity = Identity("tester", tenant, ("read", "write"))
-        token, _ = services.accounts.issue_token(identity)
+    def issue(tenant: str = TENANT) -> dict[str, str]:
+        if tenant not in users:
+            users[tenant] = services.accounts.add_user(
+                f"tester-{tenant}", "pw", tenant=tenant, scopes=["read", "write"]
+            )
+        token, _ = services.accounts.issue_token(users[tenant])
         return {"Authorization": f"Bearer {token}"}
 
     return issue
@@ -395,9 +401,8 @@ def test_a_proof_from_another_job_does_not_issue_a_token(run, services):
 
 
 def test_verify_token_and_require_scope_check_a_bearer_token(run, services):
-    from packagerepo.accounts import Identity
-
-    token, _ = services.accounts.issue_token(Identity("bob", "acme", ("read",)))
+    bob = services.accounts.add_user("bob", "pw", tenant="acme", scopes=["read"])
+    token, _ = services.accounts.issue_token(bob)
     document = a_document(
         ("Verify Token", "auth.verify_token", {"token": "{{ $input.token }}"}),
         (
