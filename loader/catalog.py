@@ -15,14 +15,21 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from loader.document import parse_document
-from packagerepo.errors import Forbidden, InvalidRequest, WorkflowNotFound
+from loader.document import MAX_BYTES, parse_document
+from loader.problems import error
+from packagerepo.errors import (
+    Forbidden,
+    InvalidRequest,
+    InvalidWorkflow,
+    WorkflowNotFound,
+)
 from packagerepo.files import write_atomically
 from packagerepo.tenants import check_tenant
 
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 Source = Literal["bundled", "tenant"]
 
 
@@ -35,6 +42,9 @@ def check_name(name: str) -> str:
 
 class Catalog:
     """Bundled workflows plus each tenant's own, by name."""
+
+    max_bytes = MAX_BYTES
+    """The size limit ``read`` parses with; ``save`` refuses what would pass it."""
 
     def __init__(self, bundled_dir: Path, data_dir: Path) -> None:
         self.bundled_dir = Path(bundled_dir)
@@ -86,19 +96,45 @@ class Catalog:
         except FileNotFoundError:
             # Removed between the check and the read.
             raise WorkflowNotFound(f"No workflow is named {name!r}.")
-        return parse_document(raw), source
+        return parse_document(raw, max_bytes=self.max_bytes), source
 
     def save(self, tenant: str, name: str, document: dict[str, Any]) -> None:
-        """Store the tenant's workflow durably: temporary file, fsync, rename."""
+        """Store the tenant's workflow durably: temporary file, fsync, rename.
+
+        Stored compactly, and refused with DOCUMENT_TOO_LARGE when even that
+        would not pass the limit ``read`` applies, so whatever is saved can
+        be read back.
+        """
         check_name(name)
         if (self.bundled_dir / f"{name}.json").exists():
             raise Forbidden(f"The bundled workflow {name!r} is read-only.")
 
         folder = self.tenant_dir(tenant)
+        stored = stored_form(document)
+        if len(stored) > self.max_bytes:
+            message = (
+                f"The workflow would be stored as {len(stored)} bytes; "
+                f"the limit is {self.max_bytes}."
+            )
+            problem = error("DOCUMENT_TOO_LARGE", [], message)
+            raise InvalidWorkflow(message, details=[problem.to_dict()])
+
         folder.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-        write_atomically(folder / f"{name}.json", text.encode("utf-8"))
+        write_atomically(folder / f"{name}.json", stored)
         logger.info("Stored workflow %r for tenant %r.", name, tenant)
+
+
+def stored_form(document: dict[str, Any]) -> bytes:
+    """The bytes a tenant workflow is stored as: compact JSON in UTF-8.
+
+    Indentation would multiply the size of a document of many small
+    objects (connections); text stays as written, not as ``\\u`` escapes.
+    A lone surrogate (sent as ``"\\ud800"``) has no UTF-8 form; it can only
+    sit inside a string, where its escape reads back the same.
+    """
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    text = _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match[0]):04x}", text)
+    return text.encode("utf-8") + b"\n"
 
 
 def _names_in(folder: Path) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from loader.problems import PathPart, Problem, error, warning
+from loader.problems import PathPart, Problem, error, field_path, warning
 from loader.registry import NodeRegistry
 
 OUTPUT_TYPES = ("main", "error")
@@ -116,11 +116,49 @@ def _output_problems(
             )
         if output_type == "error" and known:
             yield from _error_output_problems(source, known[1], path, registry)
-        for position, target in enumerate(targets):
-            if isinstance(target, dict):
-                yield from _target_problems(
-                    source, target, [*path, index, position], graph, registry
-                )
+        yield from _targets_problems(source, targets, [*path, index], graph, registry)
+
+
+def _targets_problems(
+    source: str,
+    targets: list[Any],
+    path: list[PathPart],
+    graph: Graph,
+    registry: NodeRegistry | None,
+) -> Iterator[Problem]:
+    """Problems of the targets of one output, repeats included.
+
+    The engine delivers an output once per entry, so a repeated entry
+    multiplies the items the target receives.
+    """
+    first_at: dict[tuple[str, int], int] = {}
+    for position, target in enumerate(targets):
+        if not isinstance(target, dict):
+            continue
+        where = [*path, position]
+        first = _first_of_repeat(target, position, first_at)
+        if first is None:
+            yield from _target_problems(source, target, where, graph, registry)
+            continue
+        # The first entry already had its other problems reported, its edge drawn.
+        yield error(
+            "DUPLICATE_CONNECTION",
+            where,
+            f"The connection from {source!r} {field_path(path[2:])} to "
+            f"{target['node']!r} input {target['index']} repeats "
+            f"{field_path([*path, first])}.",
+        )
+
+
+def _first_of_repeat(
+    target: dict[str, Any], position: int, first_at: dict[tuple[str, int], int]
+) -> int | None:
+    """The position of the earlier entry ``target`` repeats, if any."""
+    name, index = target.get("node"), target.get("index")
+    if not isinstance(name, str) or type(index) is not int:
+        return None
+    first = first_at.setdefault((name, index), position)
+    return first if first != position else None
 
 
 def _output_limit(

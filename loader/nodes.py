@@ -256,9 +256,9 @@ def _expression_problems(
         )
 
     for body in bodies:
-        reason = syntax_problem(body) if ours else None
-        if reason:
-            problems.append(error("INVALID_EXPRESSION", path, reason))
+        refused = syntax_problem(body) if ours else None
+        if refused:
+            problems.append(error(refused.code, path, refused.message))
         for name in node_references(body):
             if name not in context.node_names:
                 problems.append(

@@ -100,6 +100,10 @@ EXPRESSION_RULES: dict[str, Rule] = {
         "An expression {{ ... }} is unterminated, does not parse, "
         "or uses a construct or $name the language lacks.",
     ),
+    "EXPRESSION_TOO_LARGE": Rule(
+        "error",
+        "An expression {{ ... }} is longer than the engine runs (2000 characters).",
+    ),
     "UNKNOWN_NODE_REFERENCE": Rule(
         "error", 'An expression reads $node["Name"] of a node that does not exist.'
     ),
@@ -132,6 +136,10 @@ CONNECTION_RULES: dict[str, Rule] = {
         "An input index that is not a non-negative integer or beyond the "
         "target's inputs.",
     ),
+    "DUPLICATE_CONNECTION": Rule(
+        "error",
+        "A connection repeats an earlier one from the same output to the same input.",
+    ),
     "SELF_LOOP": Rule("error", "A node is connected to itself."),
     "CYCLE": Rule("error", "Connections form a cycle; the message names it."),
     "ERROR_OUTPUT_WITHOUT_CONTINUE": Rule(
@@ -151,6 +159,9 @@ VARIABLE_RULES: dict[str, Rule] = {
     "INVALID_VARIABLE_TYPE": Rule(
         "error",
         "A variable type is not string, number, boolean, array, object, date or any.",
+    ),
+    "DUPLICATE_VARIABLE_NAME": Rule(
+        "error", "A list of variables declares the same name twice."
     ),
     "VARIABLE_DEFAULT_TYPE": Rule(
         "error", "A variable's default does not match its declared type."

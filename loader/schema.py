@@ -111,14 +111,24 @@ NODE = {
     "additionalProperties": False,
 }
 
+VARIABLE_FIELDS: dict[str, Any] = {
+    "type": {"enum": VARIABLE_TYPES, "x-code": "INVALID_VARIABLE_TYPE"},
+    "default": {},
+    "description": {"type": "string"},
+}
+
 VARIABLE = {
     "type": "object",
-    "properties": {
-        "type": {"enum": VARIABLE_TYPES, "x-code": "INVALID_VARIABLE_TYPE"},
-        "default": {},
-        "description": {"type": "string"},
-    },
+    "properties": VARIABLE_FIELDS,
     "additionalProperties": False,
+}
+
+# The engine also reads variables as a list of named declarations; the
+# loader's rules check the name itself (INVALID_VARIABLE_NAME).
+NAMED_VARIABLE = {
+    **VARIABLE,
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}, **VARIABLE_FIELDS},
 }
 
 WORKFLOW_SCHEMA: dict[str, Any] = {
@@ -138,7 +148,11 @@ WORKFLOW_SCHEMA: dict[str, Any] = {
         "connections": {"type": "object", "additionalProperties": CONNECTION_SOURCE},
         "version": {"type": ["string", "integer"]},
         "tenantId": {"type": "string", "minLength": 1},
-        "variables": {"type": "object", "additionalProperties": VARIABLE},
+        "variables": {
+            "type": ["object", "array"],
+            "additionalProperties": VARIABLE,
+            "items": NAMED_VARIABLE,
+        },
         "settings": {
             "type": "object",
             "properties": {

@@ -25,7 +25,7 @@ from loader.nodes import NodeContext, duplicate_problems, node_problems
 from loader.problems import PathPart, Problem, Report, error
 from loader.registry import NodeRegistry, load_registry
 from loader.schema import structural_problems
-from loader.variables import declared_variables, variable_problems
+from loader.variables import declarations, variable_problems
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +143,11 @@ def _semantic_problems(
     nodes = document.get("nodes")
     nodes = nodes if isinstance(nodes, list) else []
     graph = Graph.of(document)
-    variables = declared_variables(document)
+    variables = declarations(document)
     context = NodeContext(
         registry=registry,
         node_names=frozenset(graph.nodes),
-        variables=frozenset(variables),
+        variables=frozenset(declaration.name for declaration in variables),
         max_parameter_depth=max_parameter_depth,
     )
 

@@ -198,3 +198,79 @@ def test_an_unknown_workflow_is_not_found(workflows_client, auth) -> None:
 
     assert response.status_code == 404
     assert response.json["error"]["code"] == "WORKFLOW_NOT_FOUND"
+
+
+def _dense_dag(count: int) -> dict[str, Any]:
+    """``count`` nodes, each wired to every later one: many small connections."""
+    nodes = [
+        {
+            "id": f"n{i}",
+            "name": f"N{i}",
+            "type": "trigger.start" if i == 0 else "logic.noop",
+            "typeVersion": 1,
+            "position": [i, 0],
+            "parameters": {},
+        }
+        for i in range(count)
+    ]
+    connections = {
+        f"N{i}": {
+            "main": [
+                [
+                    {"node": f"N{j}", "type": "main", "index": 0}
+                    for j in range(i + 1, count)
+                ]
+            ]
+        }
+        for i in range(count - 1)
+    }
+    return {"id": "dense", "name": "dense", "nodes": nodes, "connections": connections}
+
+
+def _put_raw(client, name: str, raw: str, auth: dict):
+    headers = {**auth, "Content-Type": "application/json"}
+    return client.put(f"/v1/workflows/{name}", data=raw.encode(), headers=headers)
+
+
+def test_a_compact_workflow_too_large_once_indented_still_reads_back(
+    workflows_client, auth
+) -> None:
+    from loader.document import MAX_BYTES
+
+    document = _dense_dag(150)
+    compact = json.dumps(document, separators=(",", ":"))
+    assert len(compact) < MAX_BYTES < len(json.dumps(document, indent=2))
+
+    put = _put_raw(workflows_client, "dense", compact, auth)
+    read = workflows_client.get("/v1/workflows/dense", headers=auth)
+    listed = workflows_client.get("/v1/workflows", headers=auth)
+
+    assert put.status_code == 201
+    assert read.status_code == 200
+    assert read.json["definition"] == document
+    entry = next(item for item in listed.json["workflows"] if item["name"] == "dense")
+    assert entry["valid"] is True
+
+
+def test_a_workflow_whose_stored_form_would_pass_the_limit_is_refused_at_put(
+    workflows_client, auth
+) -> None:
+    from loader.document import MAX_BYTES
+
+    # 1e9 is three characters as sent and twelve (1000000000.0) as stored.
+    document = _document()
+    document["meta"] = {"samples": "SAMPLES"}
+    raw = json.dumps(document).replace(
+        '"SAMPLES"', "[" + ",".join(["1e9"] * 200_000) + "]"
+    )
+    assert len(raw) < MAX_BYTES
+
+    put = _put_raw(workflows_client, "swollen", raw, auth)
+    read = workflows_client.get("/v1/workflows/swollen", headers=auth)
+    listed = workflows_client.get("/v1/workflows", headers=auth)
+
+    assert put.status_code == 400
+    assert put.json["error"]["code"] == "INVALID_WORKFLOW"
+    assert _codes(put.json["error"]["details"]) == ["DOCUMENT_TOO_LARGE"]
+    assert read.status_code == 404
+    assert listed.status_code == 200

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from loader import Catalog
-from packagerepo.errors import Forbidden, InvalidRequest, WorkflowNotFound
+from loader.document import MAX_BYTES
+from packagerepo.errors import (
+    Forbidden,
+    InvalidRequest,
+    InvalidWorkflow,
+    WorkflowNotFound,
+)
 from tests.loader.conftest import fixture_paths
 
 
@@ -106,3 +112,46 @@ def test_unsafe_tenants_are_refused(catalog: Catalog, tenant: str) -> None:
 def test_an_unknown_name_is_not_found(catalog: Catalog) -> None:
     with pytest.raises(WorkflowNotFound):
         catalog.read("acme", "missing")
+
+
+def _stored_bytes(catalog: Catalog, name: str) -> bytes:
+    return (catalog.tenant_dir("acme") / f"{name}.json").read_bytes()
+
+
+def test_a_workflow_is_stored_compactly_with_its_text_as_written(
+    catalog: Catalog,
+) -> None:
+    document = {**_document(), "name": "Café ☕ 日本"}
+
+    catalog.save("acme", "compact", document)
+
+    stored = _stored_bytes(catalog, "compact")
+    compact = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    assert stored == compact.encode() + b"\n"
+    assert "Café ☕ 日本".encode() in stored
+    assert catalog.read("acme", "compact")[0] == document
+
+
+def test_a_lone_surrogate_is_stored_as_its_escape_and_reads_back(
+    catalog: Catalog,
+) -> None:
+    document = {**_document(), "name": "half \ud800 of a pair"}
+
+    catalog.save("acme", "surrogate", document)
+
+    assert b"half \\ud800 of a pair" in _stored_bytes(catalog, "surrogate")
+    assert catalog.read("acme", "surrogate")[0] == document
+
+
+def test_a_workflow_too_large_to_read_back_is_refused_and_not_stored(
+    catalog: Catalog,
+) -> None:
+    document = {**_document(), "meta": {"padding": "x" * MAX_BYTES}}
+
+    with pytest.raises(InvalidWorkflow) as refused:
+        catalog.save("acme", "huge", document)
+
+    assert [detail["code"] for detail in refused.value.details] == [
+        "DOCUMENT_TOO_LARGE"
+    ]
+    assert catalog.names("acme") == ["branching", "linear"]

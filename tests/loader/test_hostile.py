@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import ast
 import json
+import time
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loader import Report, parse_document, validate
-from loader.expressions import _plainly_safe, _refused_construct
 from loader.regexes import is_catastrophic
 from packagerepo.errors import InvalidWorkflow, PackageRepoError
 
@@ -245,24 +244,38 @@ def test_a_pathological_pattern_in_a_parameter_is_a_warning_not_a_hang() -> None
     assert [problem.code for problem in report.warnings] == ["CATASTROPHIC_REGEX"]
 
 
-@settings(max_examples=300)
-@given(
-    st.lists(
-        st.sampled_from(
-            ["$json", "$vars", "$env", "$", ".", "a", "_x", "[", "]", "'s'", " ",
-             "+", "*", "(", ")", "lambda", ":", "for", "in", "1", ",", "==", "_"]
-        ),
-        max_size=12,
-    ).map("".join)
-)  # fmt: skip
-def test_the_textual_shortcut_never_passes_what_the_tree_walk_refuses(
-    body: str,
-) -> None:
-    source = body.replace("$", "_dollar_")
-    try:
-        tree = ast.parse(source.strip(), mode="eval")
-    except (SyntaxError, ValueError):
-        return
+def _start_and_set(parameters: dict[str, Any]) -> dict[str, Any]:
+    nodes = [
+        {
+            "id": name.lower(),
+            "name": name,
+            "type": node_type,
+            "typeVersion": 1,
+            "position": [0, 0],
+            "parameters": {} if name == "S" else parameters,
+        }
+        for name, node_type in (("S", "trigger.start"), ("N", "data.set"))
+    ]
+    return {"id": "w", "name": "w", "nodes": nodes, "connections": {}}
 
-    if _plainly_safe(body):
-        assert _refused_construct(tree) is None
+
+def test_thousands_of_repeated_connections_are_each_refused() -> None:
+    document = _start_and_set({"values": {}})
+    edge = {"node": "N", "type": "main", "index": 0}
+    document["connections"] = {"S": {"main": [[dict(edge) for _ in range(5000)]]}}
+
+    report = validate(document)
+
+    assert {problem.code for problem in report.errors} == {"DUPLICATE_CONNECTION"}
+    assert len(report.errors) == 4999
+
+
+def test_an_expression_with_a_thousand_closings_is_judged_quickly() -> None:
+    closings = "(" * 50 + "1+" * 900 + "}}" * 1000
+    values = {f"k{i}": f"{{{{ {i} {closings}" for i in range(100)}
+
+    started = time.perf_counter()
+    report = validate(_start_and_set({"values": values}))
+
+    assert time.perf_counter() - started < 5
+    assert {problem.code for problem in report.errors} == {"INVALID_EXPRESSION"}

@@ -235,3 +235,119 @@ def test_every_registry_parameter_schema_is_a_valid_2020_12_schema(
     compiled = CompiledSchema.of(schema)
 
     assert compiled.validator.schema is schema
+
+
+def _with_wait(milliseconds: Any) -> dict[str, Any]:
+    document = _fixture("linear")
+    document["nodes"][1] = {
+        "id": "n2",
+        "name": "Set Fields",
+        "type": "logic.wait",
+        "typeVersion": 1,
+        "position": [200, 0],
+        "parameters": {"milliseconds": milliseconds},
+    }
+    return document
+
+
+@pytest.mark.parametrize("milliseconds", ["5", "", "soon", "5 {{ 1 }}", "{{ 1 }}ms"])
+def test_a_wait_refuses_text_that_is_not_one_expression(milliseconds: str) -> None:
+    report = validate(_with_wait(milliseconds))
+
+    assert [(p.code, p.field) for p in report.errors] == [
+        ("PARAMETER_SCHEMA", "nodes[1].parameters.milliseconds")
+    ]
+
+
+@pytest.mark.parametrize(
+    "milliseconds", [0, 5, 60000, "{{ $vars.limit }}", "={{ $json.ms }}", " {{ 1 }} "]
+)
+def test_a_wait_takes_whole_milliseconds_or_one_expression(milliseconds: Any) -> None:
+    report = validate(_with_wait(milliseconds))
+
+    assert report.errors == []
+
+
+def _variables_as_a_list() -> dict[str, Any]:
+    document = _fixture("linear")
+    document["variables"] = [
+        {"name": name, **declaration}
+        for name, declaration in document["variables"].items()
+    ]
+    return document
+
+
+def test_variables_may_be_a_list_of_named_declarations_as_the_engine_reads_them() -> (
+    None
+):
+    from worker.variables import variable_declarations
+
+    document = _variables_as_a_list()
+
+    assert validate(document, strict=True).to_dict()["valid"] is True
+    assert set(variable_declarations(document["variables"])) == {
+        "limit",
+        "greeting",
+        "double_limit",
+        "since",
+    }
+
+
+def test_a_list_of_variables_is_held_to_the_same_rules_with_paths_by_position() -> None:
+    document = _variables_as_a_list()
+    document["variables"][0]["name"] = "9lives"
+    document["variables"][1]["default"] = 5
+    document["variables"][2]["type"] = "float"
+    document["variables"].append({"type": "any"})
+    document["nodes"][1]["parameters"]["values"]["x"] = "{{ $vars.limit }}"
+
+    report = validate(document)
+
+    assert sorted((p.code, p.field) for p in report.errors) == [
+        ("INVALID_VARIABLE_NAME", "variables[0].name"),
+        ("INVALID_VARIABLE_TYPE", "variables[2].type"),
+        ("MISSING_FIELD", "variables[4].name"),
+        ("UNKNOWN_VARIABLE_REFERENCE", "nodes[1].parameters.values.x"),
+        ("UNKNOWN_VARIABLE_REFERENCE", "variables[2].default"),
+        ("VARIABLE_DEFAULT_TYPE", "variables[1].default"),
+    ]
+
+
+def test_a_list_that_declares_a_variable_twice_is_refused() -> None:
+    document = _variables_as_a_list()
+    document["variables"].append({"name": "limit", "type": "number", "default": 3})
+
+    report = validate(document)
+
+    assert [(p.code, p.field) for p in report.errors] == [
+        ("DUPLICATE_VARIABLE_NAME", "variables[4].name")
+    ]
+
+
+def test_a_repeated_connection_is_refused_at_the_repeat() -> None:
+    document = _fixture("linear")
+    targets = document["connections"]["Start"]["main"][0]
+    targets.extend(
+        [dict(targets[0]), {"index": 0, "type": "main", "node": "Set Fields"}]
+    )
+
+    report = validate(document)
+
+    assert [(p.code, p.field, p.message) for p in report.errors] == [
+        (
+            "DUPLICATE_CONNECTION",
+            f"connections.Start.main[0][{position}]",
+            "The connection from 'Start' main[0] to 'Set Fields' input 0 "
+            "repeats connections.Start.main[0][0].",
+        )
+        for position in (1, 2)
+    ]
+
+
+def test_the_same_target_from_two_outputs_or_at_two_inputs_is_no_repeat() -> None:
+    document = _fixture("switch_merge")
+    route = document["connections"]["Route"]["main"]
+    route[1].append(dict(route[0][0]))
+    route[0].append({**route[0][0], "index": 1})
+
+    assert "DUPLICATE_CONNECTION" not in _codes(validate(document))
