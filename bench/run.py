@@ -119,14 +119,24 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
     results["submission"] = e2e.submission(stack, token, plan)
     done += results["submission"]["worker_drain"]["tasks"]
 
+    # A third snapshot halfway through the rest tells a plateau (no growth
+    # over the second half) from a slow leak (growth in both halves).
     remaining = max(0, plan.memory_executions - done)
     log.info("Running %d more executions for the memory check.", remaining)
-    if remaining:
-        e2e.executions(stack, token, remaining, concurrency=max(plan.concurrencies))
+    concurrency = max(plan.concurrencies)
+    first_half = remaining // 2
+    if first_half:
+        e2e.executions(stack, token, first_half, concurrency=concurrency)
+    middle = e2e.memory_snapshot(stack)
+    if remaining - first_half:
+        e2e.executions(stack, token, remaining - first_half, concurrency=concurrency)
+    after = e2e.memory_snapshot(stack)
     results["memory"] = {
         "executions_before": plan.memory_baseline,
+        "executions_middle": done + first_half,
         "executions_after": done + remaining,
-        "rss": e2e.growth(before, e2e.memory_snapshot(stack)),
+        "rss": e2e.growth(before, after),
+        "rss_second_half": e2e.growth(middle, after),
     }
 
     log.info("Measuring scaling over %s workers.", plan.scaling_workers)
@@ -246,10 +256,13 @@ def print_table(results: dict[str, Any]) -> None:
         )
     memory = results["memory"]
     for name, row in memory["rss"].items():
+        half = memory["rss_second_half"].get(name, {})
         print(
             f"RSS {name}: {row['before_mib']} MiB after "
-            f"{memory['executions_before']}, {row['after_mib']} MiB after "
-            f"{memory['executions_after']} ({row['growth']:+.1%})"
+            f"{memory['executions_before']}, {half.get('before_mib')} MiB after "
+            f"{memory['executions_middle']}, {row['after_mib']} MiB after "
+            f"{memory['executions_after']} ({row['growth']:+.1%}; second half "
+            f"{half.get('growth', 0):+.1%})"
         )
     print("\nTargets:")
     for name, check in results["targets"].items():
