@@ -32,6 +32,9 @@ def create_app(
     services = services or Services(settings)
 
     app = Flask(__name__)
+    # werkzeug would answer "/v1//jobs" with a redirect page in HTML, past
+    # every error handler; unmerged, it is a plain (JSON) 404 instead.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = _InsertionOrderJSON(app)
     app.extensions["packagerepo"] = services

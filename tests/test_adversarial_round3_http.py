@@ -381,3 +381,12 @@ def test_gunicorn_refuses_unframed_uploads_and_long_chunked_json(isolated_stack)
     assert unframed[0] == 411 and unframed[1]["error"]["code"] == "LENGTH_REQUIRED"
     assert streamed[0] == 201 and streamed[1]["size"] == 5000
     assert login[0] == 413 and login[1]["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize("path", ["/v1//jobs", "/v1/jobs/", "//health", "/health/"])
+def test_paths_with_extra_slashes_answer_json_not_a_redirect_page(client, auth, path):
+    response = client.get(path, headers=auth)
+
+    assert response.status_code < 300 or response.status_code >= 400
+    assert response.mimetype == "application/json"
+    assert response.get_json()["ok"] in (True, False)
