@@ -116,6 +116,8 @@ class Accounts:
             raise AlreadyExists(f"User {username} already exists.")
         if not password:
             raise InvalidRequest("A password must not be empty.")
+        if not _is_text(password):
+            raise InvalidRequest("A password must be Unicode text (UTF-8).")
 
         identity = Identity(username, check_tenant(tenant), check_scopes(scopes))
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
@@ -134,6 +136,8 @@ class Accounts:
         if not isinstance(username, str) or not isinstance(password, str):
             raise Unauthorized("Invalid username or password.")
 
+        if not _is_text(password):
+            raise Unauthorized("Invalid username or password.")
         record = self._read_user(username)
         stored = record["password_hash"].encode() if record else _DUMMY_HASH
         matches = bcrypt.checkpw(password.encode()[:72], stored)
@@ -236,6 +240,16 @@ class Accounts:
         except Unauthorized:
             return False
         return True
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8 (no lone surrogates, such as the
+    ones Python makes of undecodable bytes in the environment)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _identity_from_claims(claims: dict[str, Any]) -> Identity:

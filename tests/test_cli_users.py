@@ -93,3 +93,32 @@ def test_user_help_says_how_to_change_an_existing_user(stack_env):
 
     option = [line for line in result.stdout.splitlines() if "  --replace" in line]
     assert option and "password" in option[0]
+
+
+def test_user_add_with_a_password_that_is_not_unicode_text_says_so(stack_env, tmp_path):
+    env = {**stack_env, "DATA_DIR": str(tmp_path)}
+    env_bytes = {k.encode(): v.encode() for k, v in env.items()}
+    env_bytes[b"PACKAGEREPO_PASSWORD"] = b"pw\xff"  # not UTF-8
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packagerepo.cli",
+            "user",
+            "add",
+            "erin",
+            "--tenant",
+            "acme",
+        ],
+        env=env_bytes,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "password" in result.stderr.lower()
+    assert not (tmp_path / "users" / "erin.json").exists()
