@@ -151,13 +151,16 @@ def api_worker_pid(server: subprocess.Popen) -> int:
 
 
 def bearer(work: Path) -> dict[str, str]:
-    from packagerepo.accounts import Accounts, Identity
+    from packagerepo.accounts import Accounts
     from packagerepo.config import Settings
 
     settings = Settings(data_dir=work / "data", jwt_secret=JWT_SECRET, env="bench")
-    token, _ = Accounts(settings).issue_token(
-        Identity("bench", "bench", ("read", "write"))
+    accounts = Accounts(settings)
+    # A token speaks only for a user that exists.
+    identity = accounts.add_user(
+        "bench", "bench", tenant="bench", scopes=["read", "write"], replace=True
     )
+    token, _ = accounts.issue_token(identity)
     return {"Authorization": f"Bearer {token}"}
 
 

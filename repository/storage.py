@@ -32,8 +32,10 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +62,8 @@ from repository.versions import sort_versions
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
+PIPELINE_CHUNKS = 4
+"""Chunks an upload may have read ahead of its writer (memory: 4 MiB)."""
 """How much of an upload is held in memory at once."""
 
 DIGEST_PATTERN = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
@@ -74,6 +78,51 @@ def normalise_digest(raw: Any) -> str:
     if match is None:
         raise InvalidRequest("A digest must look like 'sha256:<64 hex digits>'.")
     return f"sha256:{match.group(1)}"
+
+
+def _count(length: int, size: int, max_bytes: int) -> int:
+    size += length
+    if size > max_bytes:
+        raise BlobTooLarge(f"The blob is larger than {max_bytes} bytes.")
+    return size
+
+
+def _pipelined(
+    stream: ByteSource,
+    chunk: bytes,
+    size: int,
+    max_bytes: int,
+    hasher: Any,
+    target: BinaryIO,
+) -> int:
+    """Read the rest of ``stream`` (``chunk`` first) here; hash and write it
+    on a writer thread. Returns the size; re-raises the writer's error."""
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=PIPELINE_CHUNKS)
+    failures: list[BaseException] = []
+
+    def write_chunks() -> None:
+        try:
+            while (pending := chunks.get()) is not None:
+                hasher.update(pending)
+                target.write(pending)
+        except BaseException as error:
+            failures.append(error)
+            while chunks.get() is not None:
+                pass  # keep taking, so the reader never blocks on a full queue
+
+    writer = threading.Thread(target=write_chunks, name="blob-writer", daemon=True)
+    writer.start()
+    try:
+        while chunk and not failures:
+            size = _count(len(chunk), size, max_bytes)
+            chunks.put(chunk)
+            chunk = stream.read(CHUNK_BYTES)
+    finally:
+        chunks.put(None)
+        writer.join()
+    if failures:
+        raise failures[0]
+    return size
 
 
 def _remove_quietly(path: str | Path) -> None:
@@ -173,14 +222,23 @@ class ArtifactStore:
     def _copy_hashed(
         stream: ByteSource, target: BinaryIO, max_bytes: int
     ) -> tuple[str, int]:
+        """Copy ``stream`` into ``target``, hashing it; ``(digest, size)``.
+
+        A body of one chunk is hashed and written in place. A longer one is
+        pipelined: this thread reads the next chunk while a writer thread
+        hashes and writes the one before. Socket reads, SHA-256 and file
+        writes all release the GIL, so on a large upload the three overlap
+        instead of taking turns; at most ``PIPELINE_CHUNKS`` chunks are held.
+        """
         hasher = hashlib.sha256()
-        size = 0
-        while chunk := stream.read(CHUNK_BYTES):
-            size += len(chunk)
-            if size > max_bytes:
-                raise BlobTooLarge(f"The blob is larger than {max_bytes} bytes.")
-            hasher.update(chunk)
-            target.write(chunk)
+        first = stream.read(CHUNK_BYTES)
+        size = _count(len(first), 0, max_bytes)
+        hasher.update(first)
+        target.write(first)
+
+        chunk = stream.read(CHUNK_BYTES) if first else b""
+        if chunk:
+            size = _pipelined(stream, chunk, size, max_bytes, hasher, target)
 
         target.flush()
         os.fsync(target.fileno())

@@ -19,7 +19,7 @@ from packagerepo.errors import (
     NotFound,
 )
 from repository.coordinates import Coordinate
-from repository.storage import normalise_digest
+from repository.storage import CHUNK_BYTES, normalise_digest
 
 from .conftest import TENANT, tree_snapshot
 from .publishers import publish_in_child
@@ -118,6 +118,48 @@ def test_an_upload_that_breaks_off_leaves_nothing_behind(store, data_dir):
         store.put_blob(TENANT, ExplodingStream(), max_bytes=1 << 20)
 
     assert tree_snapshot(data_dir) == before
+
+
+def test_a_blob_over_the_limit_several_chunks_in_leaves_nothing_behind(store, data_dir):
+    # Past the first chunk the copy is pipelined through a writer thread.
+    before = tree_snapshot(data_dir)
+    limit = 3 * CHUNK_BYTES + 5
+
+    with pytest.raises(BlobTooLarge):
+        store.put_blob(TENANT, io.BytesIO(b"x" * (limit + 1)), max_bytes=limit)
+
+    assert tree_snapshot(data_dir) == before
+
+
+def test_a_write_that_fails_several_chunks_in_is_raised_and_leaves_nothing(
+    store, data_dir, monkeypatch
+):
+    import repository.storage
+
+    before = tree_snapshot(data_dir)
+    written: list[int] = []
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.BufferedWriter):
+        def write(self, data) -> int:
+            written.append(len(data))
+            if len(written) > 2:
+                raise OSError(28, "No space left on device")
+            return super().write(data)
+
+    def full_disk_fdopen(descriptor, mode="r", *args, **kwargs):
+        if mode == "wb":
+            return FullDisk(io.FileIO(descriptor, "wb"))
+        return real_fdopen(descriptor, mode, *args, **kwargs)
+
+    monkeypatch.setattr(repository.storage.os, "fdopen", full_disk_fdopen)
+    content = io.BytesIO(b"y" * (8 * CHUNK_BYTES))
+
+    with pytest.raises(OSError, match="No space left"):
+        store.put_blob(TENANT, content, max_bytes=1 << 30)
+
+    assert tree_snapshot(data_dir) == before
+    assert len(written) == 3  # the writer stopped at the failure
 
 
 def test_publish_writes_a_complete_record(store, publish):
