@@ -14,10 +14,14 @@ Slow clients: gunicorn's threaded worker reads a request on a blocking
 socket with no timeout once its first bytes arrived, so a client that stops
 sending halfway (slowloris) holds an API thread for good, and a few dozen
 hold them all. ``TConn.init`` is wrapped to give each connection's socket
-``REQUEST_READ_TIMEOUT_SECONDS`` (default 15) per read and write; a stalled
-client is dropped after that. NOTE: a client trickling a byte just inside
-that window still holds its thread; in production a buffering proxy
-(nginx) in front of gunicorn bounds that too.
+``REQUEST_READ_TIMEOUT_SECONDS`` (default 10) per read and write; a stalled
+client is dropped after that, at once (``TConn.close`` is wrapped too: its
+graceful close would linger for a client that never closes).
+
+NOTE: a client trickling a byte just inside that window still holds its
+thread, and the threads are few (``API_THREADS``); in production a
+buffering proxy (nginx) in front of gunicorn bounds that, as would an
+event-loop worker class.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import socket
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import unreader
 from gunicorn.workers import gthread
 
 from api.errors import HTTP_CODES
@@ -50,9 +55,11 @@ def write_json_error(
 util.write_error = write_json_error
 
 REQUEST_READ_TIMEOUT_SECONDS = float(
-    os.environ.get("REQUEST_READ_TIMEOUT_SECONDS", "15")
+    os.environ.get("REQUEST_READ_TIMEOUT_SECONDS", "10")
 )
 _connection_init = gthread.TConn.init
+_connection_close = gthread.TConn.close
+_unreader_chunk = unreader.SocketUnreader.chunk
 
 
 def _init_with_read_timeout(connection: Any) -> None:
@@ -62,7 +69,28 @@ def _init_with_read_timeout(connection: Any) -> None:
     connection.sock.settimeout(REQUEST_READ_TIMEOUT_SECONDS)
 
 
+def _chunk_noting_timeouts(source: Any, size_hint: int | None = None) -> bytes:
+    try:
+        # The pinned stubs predate chunk()'s size_hint; gunicorn 27 has it.
+        data: bytes = _unreader_chunk(source, size_hint)  # type: ignore[call-arg]
+    except TimeoutError:
+        source.timed_out = True
+        raise
+    return data
+
+
+def _close_stalled_at_once(connection: Any, graceful: bool = False) -> None:
+    # A graceful close lingers up to 2 s, in the worker's main loop, for the
+    # client to close too; a client that stalled never does, and a few dozen
+    # of them starved the loop until the arbiter killed the worker.
+    parser = connection.parser
+    stalled = parser is not None and getattr(parser.unreader, "timed_out", False)
+    _connection_close(connection, graceful=graceful and not stalled)
+
+
 gthread.TConn.init = _init_with_read_timeout  # type: ignore[method-assign,assignment]
+gthread.TConn.close = _close_stalled_at_once  # type: ignore[method-assign,assignment]
+unreader.SocketUnreader.chunk = _chunk_noting_timeouts  # type: ignore[method-assign,assignment]
 
 
 def _json_logging() -> dict[str, Any]:

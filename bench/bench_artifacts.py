@@ -1,6 +1,7 @@
 """Blob upload and download through the API, beside ``cp`` on the same disk.
 
-Starts the API under gunicorn (one sync worker, as production runs it),
+Starts the API under gunicorn (one sync worker; production runs gthread,
+whose request-body reader is the same),
 uploads a file of random bytes with ``curl -T`` (``PUT .../blob``) and
 downloads it again with curl,
 and reports MB/s next to ``cp`` of the same file on the same disk, plus the

@@ -4,6 +4,7 @@ few dozen of them cannot hold every API thread (slowloris)."""
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -72,3 +73,29 @@ def _until_closed(connection: socket.socket, deadline: float) -> bytes:
         if not chunk or b'"ok":false' in received + chunk:
             return received + chunk
         received += chunk
+
+
+def test_stalled_connections_are_closed_without_lingering_on_each(small_api):
+    # gunicorn closes a connection from its main loop, "gracefully": up to
+    # 2 s waiting for the client to close too. A client that stalled never
+    # does, so a few dozen of them kept the main loop from answering the
+    # arbiter's heartbeat, and the arbiter killed the worker.
+    partial = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+    started = time.monotonic()
+    stalled = [_stalled(small_api.url, partial) for _ in range(3 * THREADS)]
+
+    # The clients stay silent and open; each sees the server's FIN.
+    pending = set(stalled)
+    deadline = started + 40
+    while pending and time.monotonic() < deadline:
+        readable, _, _ = select.select(list(pending), [], [], 1.0)
+        pending -= set(readable)
+    finished = time.monotonic() - started
+    for connection in stalled:
+        connection.close()
+
+    assert not pending
+    # One read timeout per thread's share of them, not 2 s of linger each.
+    assert finished < 12
+    log = small_api.log_path.read_text(errors="replace")
+    assert "WORKER TIMEOUT" not in log
