@@ -124,8 +124,8 @@ class Accounts:
         record = {
             **identity.to_dict(),
             "password_hash": hashed.decode(),
-            # Tokens issued before this second no longer speak for the user.
-            "updated_at": int(time.time()),
+            # Tokens issued before this moment no longer speak for the user.
+            "updated_at": _now(),
         }
         write_atomically(path, json.dumps(record).encode(), mode=0o600)
         log.info("User %s was saved in tenant %s.", username, tenant)
@@ -148,21 +148,26 @@ class Accounts:
     def _read_user(self, username: str) -> dict[str, Any] | None:
         try:
             path = self._user_path(username)
-            record: dict[str, Any] = json.loads(path.read_text())
-            return record
+            record = json.loads(path.read_text())
         except (InvalidRequest, FileNotFoundError, ValueError):
             return None
+        if not _is_user_record(record):
+            log.warning("The record of user %s is not a user record.", username)
+            return None
+        return dict(record)
 
     def issue_token(self, identity: Identity) -> tuple[str, int]:
         """A signed token for ``identity`` and its lifetime in seconds."""
-        now = int(time.time())
+        now = _now()
         ttl = self.settings.jwt_ttl_seconds
         claims = {
             "sub": identity.username,
             "tenant": identity.tenant,
             "scopes": list(identity.scopes),
+            # A NumericDate may have a fraction (RFC 7519 §2); milliseconds
+            # tell a token from a password change in the same second.
             "iat": now,
-            "exp": now + ttl,
+            "exp": int(now) + ttl,
             "iss": self.settings.jwt_issuer,
         }
         return jwt.encode(claims, self._secret, algorithm="HS256"), ttl
@@ -240,6 +245,21 @@ class Accounts:
         except Unauthorized:
             return False
         return True
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def _is_user_record(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and all(
+            isinstance(record.get(field), str)
+            for field in ("username", "tenant", "password_hash")
+        )
+        and isinstance(record.get("scopes"), list)
+    )
 
 
 def _is_text(value: str) -> bool:

@@ -40,7 +40,10 @@ def serialised(value: Any) -> str:
     but enormous as text; the size walk stops at the budget first.
     """
     check_size(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise too_large("a value nested too deeply for JSON")
 
 
 def too_large(what: str) -> ExpressionFailed:

@@ -158,14 +158,31 @@ class _SandboxEvaluator(simpleeval.SimpleEval):
         return container[key]
 
     def _eval_sequence(self, node: ast.List | ast.Tuple) -> list[Any]:
-        return [self._eval(element) for element in node.elts]
+        values = []
+        budget = _Budget()
+        for element in node.elts:
+            values.append(budget.spend(self._eval(element)))
+        return values
 
     def _eval_mapping(self, node: ast.Dict) -> dict[Any, Any]:
-        return {
-            self._eval(key): self._eval(value)
-            for key, value in zip(node.keys, node.values, strict=True)
-            if key is not None
-        }
+        mapping = {}
+        budget = _Budget()
+        for key, value in zip(node.keys, node.values, strict=True):
+            if key is not None:
+                mapping[self._eval(key)] = budget.spend(self._eval(value))
+        return mapping
+
+
+class _Budget:
+    """The size cap over a literal's elements together: each is capped
+    alone, but ``[big, big, big]`` would hold three of them."""
+
+    def __init__(self) -> None:
+        self.left = MAX_OUTPUT_CHARS
+
+    def spend(self, value: Any) -> Any:
+        self.left -= check_size(value, max(self.left, 0))
+        return value
 
 
 def _json_type(value: Any) -> str:

@@ -14,6 +14,8 @@ from typing import Any
 
 from loader.limits import DEFAULT_EXECUTION_TIMEOUT, MAX_EXECUTION_TIMEOUT
 from loader.schema import MAX_TRIES, MAX_WAIT_BETWEEN_TRIES_MS
+from packagerepo.errors import ExpressionFailed
+from worker.expression_values import check_size
 from worker.expressions import EXPRESSION_TIME_LIMIT, MAX_OUTPUT_CHARS
 
 
@@ -102,6 +104,18 @@ def timeout_error() -> dict[str, Any]:
 
 def result_problem(result: Any, limits: EngineLimits) -> dict[str, Any] | None:
     """Why ``result`` cannot be a run's result (not JSON, too large), or None."""
+    # Items can share one large value many times over: weigh the result with
+    # a walk that stops at the limit before serialising any of it.
+    try:
+        check_size(result, limits.max_result_bytes)
+    except ExpressionFailed as problem:
+        if problem.code == "EXPRESSION_TOO_LARGE":
+            return {
+                "code": "RESULT_TOO_LARGE",
+                "message": "The workflow's result is larger than "
+                f"{limits.max_result_bytes} bytes.",
+                "status": 500,
+            }
     try:
         encoded = json.dumps(result, separators=(",", ":"), allow_nan=False)
         size = len(encoded.encode())

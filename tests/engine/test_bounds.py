@@ -99,3 +99,100 @@ def test_a_result_nested_too_deep_for_json_fails_with_a_code(run):
     assert outcome.status == "failed"
     assert outcome.error["code"] == "INVALID_RESULT"
     assert record(outcome, "Deep")["status"] == "succeeded"
+
+
+def _fan_out(doublings: int, key_value: str) -> dict:
+    """Start → Set (one item with a big key) → n doublings → combine by key."""
+    nodes = [
+        _start(),
+        node("Set", "data.set", parameters={"values": {"big": key_value}}),
+    ]
+    links = [("Start", "Set")]
+    previous = "Set"
+    for level in range(doublings):
+        left, right, both = f"L{level}", f"R{level}", f"M{level}"
+        nodes += [
+            node(left, "logic.noop"),
+            node(right, "logic.noop"),
+            node(both, "logic.merge", parameters={"mode": "append"}),
+        ]
+        links += [
+            (previous, left),
+            (previous, right),
+            (left, both, 0, 0),
+            (right, both, 0, 1),
+        ]
+        previous = both
+    nodes.append(
+        node("C", "logic.merge", parameters={"mode": "combineByKey", "key": "big"})
+    )
+    links.append((previous, "C"))
+    return workflow(nodes, links)
+
+
+def test_combining_many_items_by_one_big_key_is_quick(run):
+    # Each item shares the same 8 MB string as its key: the grouping must
+    # not serialise it once per item (that took minutes at 1024 items).
+    document = _fan_out(10, "{{ 'é' * 8000000 }}")
+    document["nodes"].append(
+        node("Answer", "respond.json", parameters={"body": {"combined": True}})
+    )
+    document["connections"]["C"] = {
+        "main": [[{"node": "Answer", "type": "main", "index": 0}]]
+    }
+
+    outcome = run(document)
+
+    assert outcome.status == "succeeded", outcome.error
+    assert record(outcome, "C")["items_out"] == 1
+
+
+def test_a_result_far_over_the_limit_is_refused_before_it_is_serialised(run):
+    # 64 items sharing one 8 MB string: 512 MB of JSON if serialised.
+    document = _fan_out(6, "{{ 'a' * 8000000 }}")
+    document["nodes"] = [n for n in document["nodes"] if n["name"] != "C"]
+    document["connections"].pop("M5", None)
+
+    outcome = run(document)
+
+    assert outcome.status == "failed"
+    assert outcome.error["code"] == "RESULT_TOO_LARGE"
+
+
+def test_a_list_literal_cannot_build_more_than_the_expression_cap(run):
+    elements = ", ".join(["'a' * 8000000"] * 3)
+    document = workflow(
+        [
+            _start(),
+            node(
+                "Set",
+                "data.set",
+                parameters={"values": {"x": "{{ [" + elements + "] }}"}},
+            ),
+        ],
+        [("Start", "Set")],
+    )
+
+    outcome = run(document)
+
+    assert outcome.error["code"] == "EXPRESSION_TOO_LARGE"
+
+
+def test_a_template_over_a_value_nested_too_deep_fails_with_a_code(run):
+    deep: dict = {}
+    inner = deep
+    for _ in range(5000):
+        inner["a"] = {}
+        inner = inner["a"]
+    document = workflow(
+        [
+            node("Deep", "test.constant", parameters={"item": deep}),
+            node("Text", "data.set", parameters={"values": {"t": "x{{ $json }}"}}),
+        ],
+        [("Deep", "Text")],
+    )
+
+    outcome = run(document)
+
+    assert outcome.error["code"] == "EXPRESSION_TOO_LARGE"
+    assert outcome.error["node"] == "Text"

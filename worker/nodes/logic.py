@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from packagerepo.errors import NodeFailed
+from packagerepo.errors import ExpressionFailed, NodeFailed
+from worker.expression_values import check_size
 from worker.nodes.base import Item, NodeCall, Outputs, implements
 
 MAX_WAIT_MILLISECONDS = 60_000
@@ -63,25 +64,47 @@ def merge(call: NodeCall) -> Outputs:
     key = call.param("key")
     if not isinstance(key, str) or not key:
         raise NodeFailed(f"Node {call.name!r} needs a key to combine by.")
-    return Outputs.single(_combine_by_key(call.inputs, key))
+    return Outputs.single(_combine_by_key(call, key))
 
 
-def _combine_by_key(inputs: list[list[Item]], key: str) -> list[Item]:
+MAX_COMPOSITE_KEY_CHARS = 64 * 1024
+"""How large (as JSON) a list or object used as a merge key may be."""
+
+
+def _combine_by_key(call: NodeCall, key: str) -> list[Item]:
     """Items sharing ``item[key]`` fold into one, later inputs winning.
 
     Groups keep the order in which their key first appeared; items without
     the key are kept as they are, after the groups.
     """
-    groups: dict[str, Item] = {}
+    groups: dict[Any, Item] = {}
     keyless: list[Item] = []
-    for items in inputs:
-        for item in items:
-            if key not in item:
-                keyless.append(item)
-                continue
-            group = json.dumps(item[key], sort_keys=True)
-            groups[group] = {**groups.get(group, {}), **item}
+    for number, item in enumerate(item for items in call.inputs for item in items):
+        if number % 256 == 0:
+            call.check_deadline()
+        if key not in item:
+            keyless.append(item)
+            continue
+        group = _group_of(call.name, item[key])
+        groups[group] = {**groups.get(group, {}), **item}
     return [*groups.values(), *keyless]
+
+
+def _group_of(name: str, value: Any) -> Any:
+    """What items are grouped by: a scalar as itself with its JSON type (so
+    1, 1.0 and true stay apart, as their JSON does), a list or object by its
+    canonical JSON, which must stay small."""
+    if value is None or isinstance(value, (str, int, float)):
+        return (type(value).__name__, value)
+    try:
+        check_size(value, MAX_COMPOSITE_KEY_CHARS)
+        return ("json", json.dumps(value, sort_keys=True))
+    except (ExpressionFailed, RecursionError):
+        raise NodeFailed(
+            f"Node {name!r} combines by a key value that is not small JSON "
+            f"(at most {MAX_COMPOSITE_KEY_CHARS} characters).",
+            code="INVALID_PARAMETER",
+        )
 
 
 @implements("logic.noop")
