@@ -188,6 +188,15 @@ def _round(value: float, digits: int = 0) -> float:
 
 
 def _split(text: str, separator: str | None = None) -> list[str]:
+    # Every part costs a Python string (~50 bytes) before any size check
+    # could see the list: weigh the parts first.
+    if isinstance(text, str) and isinstance(separator, str | None):
+        if separator:
+            parts = text.count(separator) + 1
+        else:
+            parts = len(text) if separator == "" else len(text) // 2 + 1
+        if len(text) + 3 * parts > MAX_OUTPUT_CHARS:
+            raise too_large("a list")
     return text.split(separator) if separator != "" else list(text)
 
 

@@ -112,6 +112,8 @@ def test_sandbox_escapes_are_refused_with_expression_forbidden(context, source):
         ("'a' * 3999999 + 'b' in ['a' * 4000000] * 1500000", "EXPRESSION_TOO_LARGE"),
         ("[['x' * 1000] * 1000] * 1000", "EXPRESSION_TOO_LARGE"),
         ("['x' * 5000000] + ['y' * 5000000]", "EXPRESSION_TOO_LARGE"),
+        ("split('ab ' * 2790000)", "EXPRESSION_TOO_LARGE"),
+        ("split('a' * 5000000, '')", "EXPRESSION_TOO_LARGE"),
         ("startswith(1, 2)", "EXPRESSION_ERROR"),
         ("lower(5)", "EXPRESSION_ERROR"),
         ("1 / 0", "EXPRESSION_ERROR"),
@@ -261,3 +263,19 @@ def test_bad_variables_stop_the_run_before_any_node(run, declared, overrides):
         run(variables_workflow(declared), variables=overrides)
 
     assert raised.value.code == "INVALID_VARIABLE"
+
+
+def test_splitting_into_too_many_parts_is_refused_before_they_are_built(context):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ExpressionFailed) as raised:
+            context.evaluate("{{ split('ab ' * 2790000) }}", ITEM)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert raised.value.code == "EXPRESSION_TOO_LARGE"
+    # The text is 8 MB; its 2.79 million parts would have been ~150 MB.
+    assert peak < 40 * 1024 * 1024
