@@ -60,49 +60,43 @@ def test_the_execute_message_carries_a_hard_time_limit_past_the_workflow_timeout
     assert hard == 7 + HARD_LIMIT_GRACE_SECONDS
 
 
-def test_a_lapsed_job_past_its_execution_timeout_fails_instead_of_running_again(
-    isolated_stack,
-):
-    stack = isolated_stack()
-    services = stack.app.extensions["packagerepo"]
+def _lapsed_job(services, tenant: str, timeout_seconds: float) -> str:
+    """A job claimed by a worker that died at once: its lease has lapsed."""
     jobs = JobStore(services.redis, lease_seconds=0)
     job = jobs.create(
-        tenant="overdue",
+        tenant=tenant,
         workflow="greet",
         digest="d",
         input={},
         submitted_by="t",
-        timeout_seconds=0.01,
+        timeout_seconds=timeout_seconds,
     )
-    assert jobs.claim("overdue", job["id"], "killed-worker")[0] == "claimed"
+    assert jobs.claim(tenant, job["id"], "killed-worker")[0] == "claimed"
     time.sleep(0.05)
+    return job["id"]
+
+
+def test_a_lapsed_job_past_its_execution_timeout_fails_instead_of_running_again(
+    isolated_stack,
+):
+    services = isolated_stack().app.extensions["packagerepo"]
+    job_id = _lapsed_job(services, "overdue", timeout_seconds=0.01)
     sent: list[str] = []
 
     acted = Reaper(services, sent.append, sent.append).reap_once()
 
-    ended = services.jobs.get("overdue", job["id"])
+    ended = services.jobs.get("overdue", job_id)
     assert acted == 1 and sent == []
     assert ended["status"] == "failed"
     assert ended["error"]["code"] == "EXECUTION_TIMEOUT"
 
 
 def test_a_lapsed_job_within_its_execution_timeout_is_queued_again(isolated_stack):
-    stack = isolated_stack()
-    services = stack.app.extensions["packagerepo"]
-    jobs = JobStore(services.redis, lease_seconds=0)
-    job = jobs.create(
-        tenant="lapsed",
-        workflow="greet",
-        digest="d",
-        input={},
-        submitted_by="t",
-        timeout_seconds=300,
-    )
-    assert jobs.claim("lapsed", job["id"], "killed-worker")[0] == "claimed"
-    time.sleep(0.05)
+    services = isolated_stack().app.extensions["packagerepo"]
+    job_id = _lapsed_job(services, "lapsed", timeout_seconds=300)
     sent: list[str] = []
 
     Reaper(services, sent.append, sent.append).reap_once()
 
-    assert sent == [job["id"]]
-    assert services.jobs.get("lapsed", job["id"])["status"] == "queued"
+    assert sent == [job_id]
+    assert services.jobs.get("lapsed", job_id)["status"] == "queued"

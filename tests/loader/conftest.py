@@ -92,3 +92,18 @@ def redis_client(loader_redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
     yield client
     client.close()
+
+
+def noop_nodes(count: int) -> list[dict]:
+    """A start node and ``count - 1`` logic.noop nodes named N0, N1, …"""
+    return [
+        {
+            "id": f"n{i}",
+            "name": f"N{i}",
+            "type": "trigger.start" if i == 0 else "logic.noop",
+            "typeVersion": 1,
+            "position": [i, 0],
+            "parameters": {},
+        }
+        for i in range(count)
+    ]

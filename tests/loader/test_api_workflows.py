@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.loader.conftest import fixture_paths
+from tests.loader.conftest import fixture_paths, noop_nodes
 
 
 @pytest.fixture(scope="module")
@@ -202,17 +202,7 @@ def test_an_unknown_workflow_is_not_found(workflows_client, auth) -> None:
 
 def _dense_dag(count: int) -> dict[str, Any]:
     """``count`` nodes, each wired to every later one: many small connections."""
-    nodes = [
-        {
-            "id": f"n{i}",
-            "name": f"N{i}",
-            "type": "trigger.start" if i == 0 else "logic.noop",
-            "typeVersion": 1,
-            "position": [i, 0],
-            "parameters": {},
-        }
-        for i in range(count)
-    ]
+    nodes = noop_nodes(count)
     connections = {
         f"N{i}": {
             "main": [

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from loader import Report, parse_document, validate
 from loader.regexes import is_catastrophic
 from packagerepo.errors import InvalidWorkflow, PackageRepoError
+from tests.loader.conftest import noop_nodes
 
 json_values = st.recursive(
     st.none()
@@ -187,17 +188,7 @@ def test_a_long_cycle_of_variables_is_reported_without_recursion() -> None:
 
 def test_a_long_chain_of_nodes_is_validated_without_recursion() -> None:
     count = 1999
-    nodes = [
-        {
-            "id": f"n{i}",
-            "name": f"N{i}",
-            "type": "trigger.start" if i == 0 else "logic.noop",
-            "typeVersion": 1,
-            "position": [i, 0],
-            "parameters": {},
-        }
-        for i in range(count)
-    ]
+    nodes = noop_nodes(count)
     connections = {
         f"N{i}": {"main": [[{"node": f"N{i + 1}", "type": "main", "index": 0}]]}
         for i in range(count - 1)
