@@ -238,9 +238,17 @@ def _refuse_failed_if_match(digest: str) -> None:
 
 
 def _make_conditional(response: Response) -> None:
-    """Range and If-None-Match for ``response``; If-Match was decided before."""
+    """Range and If-None-Match for ``response``; If-Match was decided before.
+
+    Several ranges at once (``bytes=0-0,5-9``) are ignored and the whole blob
+    sent, as RFC 9110 allows: werkzeug serves one range only and would
+    refuse them with 416.
+    """
+    ignored = {"HTTP_IF_MATCH"}
+    if "," in request.headers.get("Range", ""):
+        ignored.add("HTTP_RANGE")
     environ = {
-        key: value for key, value in request.environ.items() if key != "HTTP_IF_MATCH"
+        key: value for key, value in request.environ.items() if key not in ignored
     }
     try:
         response.make_conditional(

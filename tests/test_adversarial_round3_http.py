@@ -263,6 +263,17 @@ def test_a_satisfiable_range_is_a_206_with_those_bytes(client, auth):
     assert response.headers["Content-Range"] == "bytes 1-3/5"
 
 
+def test_several_ranges_at_once_are_ignored_and_the_whole_blob_sent(client, auth):
+    # RFC 9110 lets a server ignore a Range it does not serve; refusing a
+    # satisfiable multi-range request with 416 would break download tools.
+    publish(client, auth, "2.0.2", b"123")
+
+    response = download(client, "2.0.2", {**auth, "Range": "bytes=0-0,1-1"})
+
+    assert response.status_code == 200
+    assert response.data == b"123"
+
+
 # ---------------------------------------------------------------- OPTIONS
 
 
