@@ -45,7 +45,9 @@ ALLOWED_NODES: tuple[type[ast.AST], ...] = (
 """The syntax the engine evaluates; anything else is EXPRESSION_FORBIDDEN."""
 
 _ALLOWED_KINDS = frozenset(ALLOWED_NODES)
-_CHECKED_KINDS = frozenset({ast.Attribute, ast.Name, ast.Constant, ast.Dict, ast.Call})
+_CHECKED_KINDS = frozenset(
+    {ast.Attribute, ast.Name, ast.Constant, ast.Dict, ast.Call, ast.BinOp}
+)
 _ALLOWED_CONSTANTS = (str, int, float, bool, type(None))
 _OPERATOR_SYMBOLS = {
     ast.Invert: "~",
@@ -186,7 +188,7 @@ def _python_spelling(match: re.Match[str]) -> str:
 def _refused_construct(tree: ast.AST) -> str | None:
     """Why the engine would refuse ``tree``, or why it could never resolve.
 
-    A hand-rolled walk that looks closer only at the five node kinds with
+    A hand-rolled walk that looks closer only at the six node kinds with
     rules of their own: ``ast.walk`` plus a check per node tripled the cost
     of a long expression.
     """
@@ -228,7 +230,19 @@ def _refused_node(node: ast.AST) -> str | None:
         return "Expressions may not unpack an object with **."
     if isinstance(node, ast.Call):
         return _call_problem(node)
+    if isinstance(node, ast.BinOp) and _formats_literal_text(node):
+        return "Formatting text with % is not allowed in expressions."
     return None
+
+
+def _formats_literal_text(node: ast.BinOp) -> bool:
+    # The engine refuses % on any text; only literal text is known here.
+    left = node.left
+    return (
+        isinstance(node.op, ast.Mod)
+        and isinstance(left, ast.Constant)
+        and isinstance(left.value, str)
+    )
 
 
 def _name_problem(name: str) -> str | None:

@@ -178,6 +178,18 @@ def test_an_operator_the_engine_forbids_is_an_invalid_expression() -> None:
     assert errors == [("INVALID_EXPRESSION", "nodes[1].parameters.values.probe")]
 
 
+def test_percent_formatting_of_literal_text_is_an_invalid_expression() -> None:
+    # The engine refuses % on text (printf widths build huge strings); with
+    # literal text on the left the loader can tell before the run.
+    errors = _errors(_with_value("{{ 'x%d' % 5 }}"))
+
+    assert errors == [("INVALID_EXPRESSION", "nodes[1].parameters.values.probe")]
+
+
+def test_remainder_of_numbers_is_a_valid_expression() -> None:
+    assert _errors(_with_value("{{ $json.size % 2 }}")) == []
+
+
 def test_a_variable_default_too_long_for_the_engine_is_too_large() -> None:
     document = _with_value("{{ $vars.limit }}")
     long_body = "1" + " + 1" * MAX_EXPRESSION_CHARS
