@@ -26,7 +26,9 @@ event-loop worker class.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import socket
 from typing import Any
@@ -54,6 +56,8 @@ def write_json_error(
 
 util.write_error = write_json_error
 
+_log = logging.getLogger("gunicorn.error")
+
 REQUEST_READ_TIMEOUT_SECONDS = float(
     os.environ.get("REQUEST_READ_TIMEOUT_SECONDS", "10")
 )
@@ -75,7 +79,14 @@ def _chunk_noting_timeouts(source: Any, size_hint: int | None = None) -> bytes:
         data: bytes = _unreader_chunk(source, size_hint)  # type: ignore[call-arg]
     except TimeoutError:
         source.timed_out = True
-        raise
+        _log.info(
+            "A client sent nothing for %g s in the middle of its request; "
+            "its connection is dropped.",
+            REQUEST_READ_TIMEOUT_SECONDS,
+        )
+        # As a reset, gunicorn drops it quietly (a timeout it would log as
+        # an error with a traceback) and werkzeug reads it as a disconnect.
+        raise ConnectionResetError(errno.ECONNRESET, "Client stalled.")
     return data
 
 

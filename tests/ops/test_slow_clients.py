@@ -99,3 +99,15 @@ def test_stalled_connections_are_closed_without_lingering_on_each(small_api):
     assert finished < 12
     log = small_api.log_path.read_text(errors="replace")
     assert "WORKER TIMEOUT" not in log
+
+
+def test_a_dropped_slow_client_is_one_log_line_not_an_error_traceback(small_api):
+    connection = _stalled(small_api.url, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert _until_closed(connection, time.monotonic() + 20) == b""
+    connection.close()
+    time.sleep(0.2)
+
+    log = small_api.log_path.read_text(errors="replace")
+    assert "its connection is dropped" in log
+    assert "Traceback" not in log
+    assert "Socket error processing request" not in log
