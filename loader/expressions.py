@@ -58,8 +58,9 @@ _OPERATOR_SYMBOLS = {
     ast.RShift: ">>",
     ast.MatMult: "@",
 }
-_PREFIX = "_S_"
-"""What ``$`` becomes before parsing, as in the engine: ``$json`` is ``_S_json``."""
+PREFIX = "_S_"
+"""What ``$`` becomes before parsing, here and in the engine: ``$json`` is the
+identifier ``_S_json``."""
 _TRANSLATED = frozenset("$&|!=")
 _MAX_CANDIDATES = 4
 """Ends (``}}``) tried for one expression before it is refused as unparsable."""
@@ -70,7 +71,7 @@ _STRING = re.compile(
 )
 _SPELLING = re.compile(r"\$|===|!==|&&|\|\||!(?!=)")
 _PYTHON_SPELLINGS = {
-    "$": _PREFIX,
+    "$": PREFIX,
     "===": "==",
     "!==": "!=",
     "&&": " and ",
@@ -246,13 +247,13 @@ def _formats_literal_text(node: ast.BinOp) -> bool:
 
 
 def _name_problem(name: str) -> str | None:
-    if name.startswith(_PREFIX):
-        root = name.removeprefix(_PREFIX)
+    if name.startswith(PREFIX):
+        root = name.removeprefix(PREFIX)
         if root not in ROOTS:
             allowed = ", ".join(f"${known}" for known in sorted(ROOTS))
-            shown = root.replace(_PREFIX, "$")
+            shown = root.replace(PREFIX, "$")
             return f"${shown} is not known; expressions may use {allowed}."
-    elif _PREFIX in name:
+    elif PREFIX in name:
         return "A $ name must stand on its own, not be glued to another name."
     elif name.startswith("_"):
         # The engine refuses __names; other _names could never resolve.

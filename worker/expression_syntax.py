@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+# The loader vets expressions before a workflow is stored; both read the
+# same limit and the same spelling of ``$`` from there.
+from loader.expressions import MAX_EXPRESSION_CHARS as MAX_EXPRESSION_CHARS
+from loader.expressions import PREFIX as PREFIX
 from packagerepo.errors import ExpressionFailed
 from worker.expression_values import FUNCTIONS, OPERATORS
-
-MAX_EXPRESSION_CHARS = 2000
-
-PREFIX = "_S_"
-"""What ``$`` becomes before parsing: ``$json`` is the identifier ``_S_json``."""
-
 
 _ALLOWED_NODES = (
     ast.Expression,

@@ -154,9 +154,12 @@ class Reaper:
 
     def _reap(self, tenant: str, job_id: str) -> int:
         jobs = self.services.jobs
-        if _overdue(jobs.fields(tenant, job_id, "started_at", "timeout_seconds")):
+        fields = jobs.fields(
+            tenant, job_id, "started_at", "timeout_seconds", "attempts"
+        )
+        if _overdue(fields):
             return self._end(tenant, job_id, timeout_error(), "outlived its timeout")
-        attempts = jobs.field(tenant, job_id, "attempts") or 0
+        attempts = fields["attempts"] or 0
         if attempts < self.services.settings.max_attempts:
             if not jobs.requeue(tenant, job_id):
                 return 0
