@@ -110,6 +110,19 @@ def _check_allowed(tree: ast.AST, source: str) -> None:
             raise forbidden(source, "dict unpacking")
         if isinstance(node, ast.Call):
             _check_call(node, source)
+        if _formats_literal_text(node):
+            raise forbidden(source, "% formatting of text")
+
+
+def _formats_literal_text(node: ast.AST) -> bool:
+    # "%" on any text is refused when it runs (worker.expression_values);
+    # with literal text on the left it is refused here, as the loader does.
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mod)
+        and isinstance(node.left, ast.Constant)
+        and isinstance(node.left.value, str)
+    )
 
 
 def _check_call(node: ast.Call, source: str) -> None:
