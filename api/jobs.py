@@ -180,7 +180,7 @@ def _required_scope(document: dict[str, Any]) -> str:
 
 def _enqueue(tenant: str, job_id: str, timeout_seconds: float) -> None:
     try:
-        enqueue_job(celery(), job_id, timeout_seconds)
+        enqueue_job(celery(), job_id, timeout_seconds, tenant=tenant)
     except Exception:
         unavailable = QueueUnavailable("The job queue is unavailable; try again.")
         # When Redis is down too, the record cannot be written; it expires.

@@ -53,7 +53,8 @@ end
 
 
 # queued -> running; bumps attempts, records the worker, leases the job,
-# appends the "running" event and answers {'claimed', field, value, ...}.
+# appends the "running" event and answers {'claimed', value, ...}: the values
+# of the fields named in ARGV[12..], as the job now has them.
 # A tenant already running its cap of jobs gets 'deferred' instead: the job
 # waits in the tenant's deferred set until one of its jobs ends.
 CLAIM = (
@@ -77,7 +78,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[6])
 """
     + _append_event(log=6, channel=7, event=10, ttl=11)
     + """
-local job = redis.call('HGETALL', KEYS[1])
+local job = redis.call('HMGET', KEYS[1], unpack(ARGV, 12))
 table.insert(job, 1, 'claimed')
 return job
 """

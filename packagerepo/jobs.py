@@ -46,6 +46,21 @@ class CancelOutcome(StrEnum):
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
+CLAIMED_FIELDS = (
+    "id",
+    "tenant",
+    "workflow",
+    "digest",
+    "input",
+    "status",
+    "attempts",
+    "worker",
+    "submitted_by",
+    "callback_url",
+    "request_id",
+)
+"""The fields a claim answers: what a worker needs to run the job."""
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -57,6 +72,14 @@ def _encode(fields: dict[str, Any]) -> dict[EncodableT, str]:
 
 def _decode(raw: Mapping[Any, Any]) -> dict[str, Any]:
     return {_text(name): json.loads(value) for name, value in raw.items()}
+
+
+def _decode_values(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    """The named fields an HMGET answered, decoded (a missing one None)."""
+    return {
+        name: json.loads(value) if value is not None else None
+        for name, value in zip(names, values, strict=True)
+    }
 
 
 def _text(value: object) -> str:
@@ -206,23 +229,25 @@ class JobStore:
 
     def fields(self, tenant: str, job_id: str, *names: str) -> dict[str, Any]:
         """Several fields of the job in one round trip (missing ones None)."""
-        raw = self.redis.hmget(keys.job(tenant, job_id), list(names))
-        return {
-            name: json.loads(value) if value is not None else None
-            for name, value in zip(names, raw, strict=True)
-        }
+        return _decode_values(names, self.redis.hmget(keys.job(tenant, job_id), names))
 
     def status(self, tenant: str, job_id: str) -> JobStatus | None:
         value = self.field(tenant, job_id, "status")
         return JobStatus(value) if value else None
 
     def claim(
-        self, tenant: str, job_id: str, worker: str, *, max_running: int = 1_000_000
+        self,
+        tenant: str,
+        job_id: str,
+        worker: str,
+        *,
+        max_running: int = 1_000_000,
+        fields: Sequence[str] = CLAIMED_FIELDS,
     ) -> tuple[str, dict[str, Any] | None]:
         """Move a queued job to running under this worker's lease.
 
-        Answers ``("claimed", job)`` with the job as it now is (its
-        ``running`` event already sent), ``("deferred", None)`` when the
+        Answers ``("claimed", job)`` with ``fields`` of the job as it now is
+        (its ``running`` event already sent), ``("deferred", None)`` when the
         tenant runs ``max_running`` jobs already (the job waits in its
         deferred set, see ``release_deferred``), or the status that made the
         job unclaimable.
@@ -250,11 +275,11 @@ class JobStore:
                 tenant,
                 event_json("status", {"status": JobStatus.RUNNING.value}),
                 keys.EVENT_LOG_TTL,
+                *fields,
             ],
         )
         if isinstance(outcome, list):
-            pairs = outcome[1:]
-            return "claimed", _decode(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+            return "claimed", _decode_values(fields, outcome[1:])
         return (outcome.decode() if outcome else "missing"), None
 
     def release_deferred(self, tenant: str, max_running: int) -> list[str]:

@@ -262,11 +262,11 @@ def test_retrying_an_execute_that_answered_503_with_its_idempotency_key_runs_the
     real = api.jobs.enqueue_job
     calls = []
 
-    def broker_down_once(app, job_id, *limits):
+    def broker_down_once(app, job_id, *limits, **tenant):
         calls.append(job_id)
         if len(calls) == 1:
             raise ConnectionError("broker down")
-        return real(app, job_id, *limits)
+        return real(app, job_id, *limits, **tenant)
 
     monkeypatch.setattr(api.jobs, "enqueue_job", broker_down_once)
     headers = {**auth, "Idempotency-Key": "retry-after-503"}

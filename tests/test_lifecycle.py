@@ -368,7 +368,7 @@ def test_a_job_waiting_behind_a_backlog_is_not_sent_again(isolated_stack):
     # The job's message was sent long ago and is still unseen.
     redis.zadd(keys.sent_jobs(), {f"backlog/{job['id']}": 1.0})
     sent: list[str] = []
-    reaper = Reaper(services, sent.append, sent.append)
+    reaper = Reaper(services, lambda _tenant, job: sent.append(job), sent.append)
 
     redis.rpush(QUEUE, "a message ahead of it")
     reaper.reap_once()

@@ -32,9 +32,52 @@ def test_an_unexpected_engine_error_leaves_no_node_recorded_as_running(
         submitted_by="test",
     )
 
-    JobRunner(services, "test:1", lambda _job: None, lambda _job: None).run(job["id"])
+    JobRunner(services, "test:1", lambda *_job: None, lambda _job: None).run(job["id"])
 
     ended = services.jobs.get(tenant, job["id"])
     assert ended["status"] == "failed"
     assert ended["error"]["code"] == "WORKFLOW_ERROR"
     assert [(n["name"], n["status"]) for n in ended["nodes"]] == [("Start", "failed")]
+
+
+def _queued_greet(services, tenant):
+    validated = services.cache.validated_file(services.catalog, tenant, "greet")
+    return services.jobs.create(
+        tenant=tenant,
+        workflow="greet",
+        digest=validated.digest,
+        input={"name": "Ada"},
+        submitted_by="test",
+    )
+
+
+def _runner(services):
+    return JobRunner(services, "test:1", lambda *_job: None, lambda _job: None)
+
+
+def test_a_message_carrying_its_tenant_runs_without_looking_it_up(
+    settings, workflows, monkeypatch
+):
+    tenant = workflows
+    services = Services(settings)
+    job = _queued_greet(services, tenant)
+
+    def no_lookup(_job_id):
+        raise AssertionError("the tenant came with the message")
+
+    monkeypatch.setattr(services.jobs, "tenant_of", no_lookup)
+    _runner(services).run(job["id"], tenant)
+
+    assert services.jobs.get(tenant, job["id"])["status"] == "succeeded"
+
+
+def test_a_message_naming_the_wrong_tenant_leaves_the_job_alone(settings, workflows):
+    tenant = workflows
+    services = Services(settings)
+    job = _queued_greet(services, tenant)
+
+    _runner(services).run(job["id"], "someone-else")
+
+    assert services.jobs.get(tenant, job["id"])["status"] == "queued"
+    _runner(services).run(job["id"])  # a message of the old form: id only
+    assert services.jobs.get(tenant, job["id"])["status"] == "succeeded"

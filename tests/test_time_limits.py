@@ -55,7 +55,7 @@ def test_the_execute_message_carries_a_hard_time_limit_past_the_workflow_timeout
     job_id = answer.get_json()["job"]["id"]
     assert services.jobs.get(tenant, job_id)["timeout_seconds"] == 7
     (message,) = _queued_messages(services.redis)
-    assert json.loads(base64.b64decode(message["body"]))[0] == [job_id]
+    assert json.loads(base64.b64decode(message["body"]))[0] == [job_id, tenant]
     hard, _soft = message["headers"]["timelimit"]
     assert hard == 7 + HARD_LIMIT_GRACE_SECONDS
 
@@ -83,7 +83,8 @@ def test_a_lapsed_job_past_its_execution_timeout_fails_instead_of_running_again(
     job_id = _lapsed_job(services, "overdue", timeout_seconds=0.01)
     sent: list[str] = []
 
-    acted = Reaper(services, sent.append, sent.append).reap_once()
+    reaper = Reaper(services, lambda _tenant, job: sent.append(job), sent.append)
+    acted = reaper.reap_once()
 
     ended = services.jobs.get("overdue", job_id)
     assert acted == 1 and sent == []
@@ -96,7 +97,7 @@ def test_a_lapsed_job_within_its_execution_timeout_is_queued_again(isolated_stac
     job_id = _lapsed_job(services, "lapsed", timeout_seconds=300)
     sent: list[str] = []
 
-    Reaper(services, sent.append, sent.append).reap_once()
+    Reaper(services, lambda _tenant, job: sent.append(job), sent.append).reap_once()
 
     assert sent == [job_id]
     assert services.jobs.get("lapsed", job_id)["status"] == "queued"

@@ -66,8 +66,16 @@ def _configure_worker_logging(**_kwargs: object) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-def enqueue_job(app: Celery, job_id: str, timeout_seconds: float | None = None) -> None:
-    """Send the message for ``job_id``; fails fast when the broker is down.
+def enqueue_job(
+    app: Celery,
+    job_id: str,
+    timeout_seconds: float | None = None,
+    *,
+    tenant: str,
+) -> None:
+    """Send the message for ``job_id`` of ``tenant``; fails fast when the
+    broker is down. The tenant travels in the message so the worker need
+    not look it up.
 
     With the job's ``timeout_seconds`` the message carries a hard time limit
     just past it; without (a re-send), the task's own limit for the longest
@@ -79,7 +87,11 @@ def enqueue_job(app: Celery, job_id: str, timeout_seconds: float | None = None) 
         else math.ceil(timeout_seconds) + HARD_LIMIT_GRACE_SECONDS
     )
     app.send_task(
-        EXECUTE_TASK, args=[job_id], queue=QUEUE, retry=False, time_limit=limit
+        EXECUTE_TASK,
+        args=[job_id, tenant],
+        queue=QUEUE,
+        retry=False,
+        time_limit=limit,
     )
 
 

@@ -18,15 +18,16 @@ Pure Python, no Celery: the Celery task calls ``run_workflow`` and turns the
   run order.
 
 NOTE: timeouts. Nodes of the generic categories (trigger, logic, data,
-respond) run inline and are bounded cooperatively: expression evaluation and
-``NodeCall.sleep`` check the deadline, and a node that returns after its
-deadline fails anyway. Nodes of any other category (repository, auth: file
-and CPU work the engine cannot see into) run on a daemon thread that the
-engine abandons at the deadline or on cancel, so a stuck node never holds
-the worker. Python cannot kill a thread: an abandoned node may still finish
-its side effect later (the artifact store's write-once, rename-into-place
-records keep that consistent). Running such nodes in a subprocess would lift
-this, at a cost of milliseconds per node.
+respond), and node types registered ``inline`` (pure parsing such as
+``repo.parse_coordinate``), run inline and are bounded cooperatively:
+expression evaluation and ``NodeCall.sleep`` check the deadline, and a node
+that returns after its deadline fails anyway. Nodes of any other category
+(repository, auth: file and CPU work the engine cannot see into) run on a
+daemon thread that the engine abandons at the deadline or on cancel, so a
+stuck node never holds the worker. Python cannot kill a thread: an abandoned
+node may still finish its side effect later (the artifact store's
+write-once, rename-into-place records keep that consistent). Running such
+nodes in a subprocess would lift this, at a cost of milliseconds per node.
 
 The parts: ``worker.run_state`` holds a run's loop and state,
 ``worker.node_step`` one node's tries and body, ``worker.outcome`` the

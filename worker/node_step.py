@@ -24,6 +24,7 @@ from worker.body_threads import body_threads
 from worker.expressions import ExpressionContext
 from worker.nodes.base import (
     IMPLEMENTATIONS,
+    INLINE_TYPES,
     SLEEP_SLICE_SECONDS,
     Cancelled,
     Execution,
@@ -39,7 +40,8 @@ from worker.outcome import EngineLimits
 logger = logging.getLogger(__name__)
 
 INLINE_CATEGORIES = frozenset({"trigger", "logic", "data", "respond"})
-"""Node categories whose bodies run inline (see the NOTE in ``worker.engine``)."""
+"""Node categories whose bodies run inline (see the NOTE in ``worker.engine``);
+``worker.nodes.base.INLINE_TYPES`` adds single types of other categories."""
 
 
 @cache
@@ -152,12 +154,18 @@ class NodeSteps:
             is_cancelled=self.is_cancelled,
         )
         implementation = self.implementations[node_type]
-        if node_category(self.registry, node_type) in INLINE_CATEGORIES:
+        if self._runs_inline(node_type):
             result = implementation(call)
         else:
             result = self._run_abandonable(implementation, call)
         call.check_deadline()
         return result
+
+    def _runs_inline(self, node_type: str) -> bool:
+        return (
+            node_type in INLINE_TYPES
+            or node_category(self.registry, node_type) in INLINE_CATEGORIES
+        )
 
     def _check_items_in(self, name: str, inputs: list[list[Item]]) -> None:
         # Outputs are capped one by one; several wires into one node (or the

@@ -32,7 +32,7 @@ from packagerepo.logs import log_context
 from packagerepo.services import Services
 from worker.celery_app import queue_depth
 from worker.outcome import timeout_error
-from worker.runner import release_deferred
+from worker.runner import Enqueue, release_deferred
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Reaper:
     def __init__(
         self,
         services: Services,
-        enqueue: Callable[[str], None],
+        enqueue: Enqueue,
         send_webhook: Callable[[str], None],
         *,
         interval: float | None = None,
@@ -111,7 +111,7 @@ class Reaper:
             with log_context(tenant=tenant, job=job_id):
                 log.warning("Job %s's message was not seen; it is sent again.", job_id)
             jobs.mark_sent(tenant, job_id)
-            self.enqueue(job_id)
+            self.enqueue(tenant, job_id)
             resent += 1
         return resent
 
@@ -140,7 +140,7 @@ class Reaper:
                     "Job %s was delivered to a worker that died; re-sent.", job_id
                 )
                 self.services.jobs.mark_sent(tenant, job_id)
-                self.enqueue(job_id)
+                self.enqueue(tenant, job_id)
                 resent += 1
         return resent
 
@@ -167,7 +167,7 @@ class Reaper:
                 "Job %s lost its worker; re-queued (attempt %d).", job_id, attempts
             )
             jobs.publish(tenant, job_id, "status", {"status": "queued"})
-            self.enqueue(job_id)
+            self.enqueue(tenant, job_id)
             return 1
 
         return self._end(tenant, job_id, WORKER_LOST, f"lost {attempts} workers")

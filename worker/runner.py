@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 CANCELLED = {"code": "CANCELLED", "message": "The job was cancelled.", "status": 409}
 
 
-def release_deferred(
-    services: Services, tenant: str, enqueue: Callable[[str], None]
-) -> int:
+Enqueue = Callable[[str, str], None]
+"""Sends a job's message again: called with the tenant and the job id."""
+
+
+def release_deferred(services: Services, tenant: str, enqueue: Enqueue) -> int:
     """Send again the tenant's deferred jobs that now fit under its cap.
 
     A tenant at its cap parks further jobs in its deferred set rather than
@@ -47,7 +49,7 @@ def release_deferred(
         tenant, services.settings.tenant_max_running
     )
     for job_id in released:
-        enqueue(job_id)
+        enqueue(tenant, job_id)
     return len(released)
 
 
@@ -141,7 +143,7 @@ class JobRunner:
         self,
         services: Services,
         worker_name: str,
-        enqueue: Callable[[str], None],
+        enqueue: Enqueue,
         send_webhook: Callable[[str], None],
     ) -> None:
         self.services = services
@@ -149,9 +151,12 @@ class JobRunner:
         self.enqueue = enqueue
         self.send_webhook = send_webhook
 
-    def run(self, job_id: str) -> None:
+    def run(self, job_id: str, tenant: str | None = None) -> None:
+        """Claim and run the job. ``tenant`` comes with the message (one
+        lookup saved); a message without one has it looked up. A wrong
+        tenant names no job, so its message does nothing."""
         jobs = self.services.jobs
-        tenant = jobs.tenant_of(job_id)
+        tenant = tenant or jobs.tenant_of(job_id)
         if tenant is None:
             log.warning("Job %s is unknown or expired; its message is dropped.", job_id)
             return
@@ -208,7 +213,7 @@ class JobRunner:
             release_cap=self.services.settings.tenant_max_running,
         )
         for deferred in released:
-            self.enqueue(deferred)
+            self.enqueue(tenant, deferred)
         if ended:
             elapsed = time.monotonic() - started
             metrics.job_finished(job["workflow"], tenant, status.value, elapsed)
@@ -444,9 +449,7 @@ class JobObserver:
 _runner: JobRunner | None = None
 
 
-def current_runner(
-    enqueue: Callable[[str], None], send_webhook: Callable[[str], None]
-) -> JobRunner:
+def current_runner(enqueue: Enqueue, send_webhook: Callable[[str], None]) -> JobRunner:
     """This process's runner, built on first use (after Celery forks)."""
     global _runner
     if _runner is None:

@@ -68,8 +68,8 @@ class CountingReaper(Reaper):
         return acted
 
 
-def _enqueue(job_id: str) -> None:
-    enqueue_job(celery_app, job_id)
+def _enqueue(tenant: str, job_id: str) -> None:
+    enqueue_job(celery_app, job_id, tenant=tenant)
 
 
 def _send_webhook(job_id: str) -> None:
@@ -84,9 +84,13 @@ def _send_webhook(job_id: str) -> None:
     ignore_result=True,
     time_limit=MAX_EXECUTION_SECONDS + HARD_LIMIT_GRACE_SECONDS,
 )
-def execute(job_id: str) -> None:
-    """Run the job; every outcome is written to the job record, not returned."""
-    current_runner(_enqueue, _send_webhook).run(job_id)
+def execute(job_id: str, tenant: str | None = None) -> None:
+    """Run the job; every outcome is written to the job record, not returned.
+
+    Messages sent before the tenant travelled with them carry the job id
+    alone; the runner looks the tenant up for those.
+    """
+    current_runner(_enqueue, _send_webhook).run(job_id, tenant)
 
 
 # A receiver that dribbles its status line and headers could hold the pool

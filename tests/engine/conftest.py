@@ -69,7 +69,21 @@ def constant(call: NodeCall) -> Outputs:
     return Outputs.single([call.parameters["item"]])
 
 
+@implements("test.thread")
+def thread(call: NodeCall) -> Outputs:
+    """Emits the id of the thread its body ran on."""
+    return Outputs.single([{"thread": threading.get_ident()}])
+
+
+@implements("test.inline_thread", inline=True)
+def inline_thread(call: NodeCall) -> Outputs:
+    """``test.thread``, registered to run inline."""
+    return Outputs.single([{"thread": threading.get_ident()}])
+
+
 TEST_TYPES = {
+    "test.thread": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
+    "test.inline_thread": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
     "test.constant": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
     "test.flaky": {"category": "test", "outputs": 1, "timeoutSeconds": 5},
     "test.block": {"category": "test", "outputs": 1, "timeoutSeconds": 0.2},

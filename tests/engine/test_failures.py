@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 
@@ -170,6 +171,33 @@ def test_a_blocking_node_is_abandoned_at_its_timeout(run):
 
     assert outcome.error["code"] == "NODE_TIMEOUT"
     assert outcome.error["node"] == "Stuck"
+
+
+@pytest.mark.parametrize(
+    ("node_type", "on_engine_thread"),
+    [("test.inline_thread", True), ("test.thread", False)],
+)
+def test_only_a_node_registered_inline_runs_on_the_engine_thread(
+    run, node_type, on_engine_thread
+):
+    document = workflow(
+        [node("Start", "trigger.start"), node("Where", node_type)],
+        [("Start", "Where")],
+    )
+
+    outcome = run(document)
+
+    assert outcome.status == "succeeded", outcome.error
+    [item] = outcome.result
+    assert (item["thread"] == threading.get_ident()) is on_engine_thread
+
+
+def test_parse_coordinate_is_the_one_repository_node_that_runs_inline():
+    from worker.node_step import load_implementations
+    from worker.nodes.base import INLINE_TYPES
+
+    repo_types = {name for name in load_implementations() if name.startswith("repo.")}
+    assert repo_types & INLINE_TYPES == {"repo.parse_coordinate"}
 
 
 def test_the_run_stops_at_the_execution_timeout(run):

@@ -161,7 +161,9 @@ def test_the_reaper_counts_the_leases_it_reaps(isolated_stack):
     requeued: list[str] = []
     before = REGISTRY.get_sample_value("packagerepo_leases_reaped_total") or 0
 
-    acted = CountingReaper(services, requeued.append, requeued.append).reap_once()
+    acted = CountingReaper(
+        services, lambda _tenant, job: requeued.append(job), requeued.append
+    ).reap_once()
 
     assert acted == 1 and requeued == [job["id"]]
     assert REGISTRY.get_sample_value("packagerepo_leases_reaped_total") == before + 1

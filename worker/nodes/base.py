@@ -147,14 +147,24 @@ NodeImplementation = Callable[[NodeCall], NodeResult]
 
 IMPLEMENTATIONS: dict[str, NodeImplementation] = {}
 
+INLINE_TYPES: set[str] = set()
+"""Node types outside the generic categories whose bodies still run inline:
+pure computation on their parameters, bounded by the expression limits,
+with no file, network or CPU-heavy work (see the NOTE in ``worker.engine``)."""
 
-def implements(node_type: str) -> Callable[[NodeImplementation], NodeImplementation]:
-    """Register ``function`` as the implementation of ``node_type``."""
+
+def implements(
+    node_type: str, *, inline: bool = False
+) -> Callable[[NodeImplementation], NodeImplementation]:
+    """Register ``function`` as the implementation of ``node_type``;
+    ``inline`` marks a body that may run on the engine's own thread."""
 
     def register(function: NodeImplementation) -> NodeImplementation:
         if node_type in IMPLEMENTATIONS:
             raise ValueError(f"Node type {node_type} is implemented twice.")
         IMPLEMENTATIONS[node_type] = function
+        if inline:
+            INLINE_TYPES.add(node_type)
         return function
 
     return register

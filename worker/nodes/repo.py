@@ -47,7 +47,8 @@ def _emit(item: dict[str, Any]) -> Outputs:
     return Outputs.single([item])
 
 
-@implements("repo.parse_coordinate")
+# Pure parsing of its parameters: no thread hand-off needed.
+@implements("repo.parse_coordinate", inline=True)
 def parse_coordinate(call: NodeCall) -> Outputs:
     """The normalised coordinate; version and variant only when given."""
     item = {
