@@ -26,8 +26,11 @@ from flask import (
 from api import celery, services
 from api.auth import check_scope, require_scope, resolve_identity
 from api.requests import json_body
+from loader.cache import CachedWorkflow
 from loader.limits import execution_timeout
 from packagerepo import keys, metrics, webhooks
+from packagerepo.accounts import Identity
+from packagerepo.endings import Waiter
 from packagerepo.errors import (
     InvalidRequest,
     NotFound,
@@ -96,10 +99,35 @@ def execute(name: str) -> Response:
     if existing is not None:
         # A replay answers like the first request would have: with ?wait,
         # the result once the job ends.
-        if wait > 0 and _wait_for_end(tenant, existing, wait):
-            return _finished_response(state.jobs.get(tenant, existing))
-        return _accepted(_created_job(tenant, existing), status=200)
+        ended = _await_end(tenant, existing, wait) if wait > 0 else None
+        if ended is None:
+            return _accepted(_created_job(tenant, existing), status=200)
+        return _finished_response(ended)
 
+    submit = (tenant, name, job_id, validated, workflow_input, identity, callback_url)
+    if wait <= 0:
+        return _accepted(_submit(*submit), status=202)
+    # The waiter is registered before the job exists, so its end cannot
+    # slip by unheard.
+    with state.ended_jobs.waiting(tenant, job_id) as (waiter, listening):
+        job = _submit(*submit)
+        ended = _wait_for_end(tenant, job_id, wait, waiter, look=not listening)
+    if ended is None:
+        return _accepted(job, status=202)
+    return _finished_response(ended)
+
+
+def _submit(
+    tenant: str,
+    name: str,
+    job_id: str,
+    validated: CachedWorkflow,
+    workflow_input: Any,
+    identity: Identity | None,
+    callback_url: str | None,
+) -> dict[str, Any]:
+    """Create the queued job and send its message."""
+    state = services()
     job = state.jobs.create(
         tenant=tenant,
         workflow=name,
@@ -121,10 +149,7 @@ def execute(name: str) -> Response:
         _release_idempotency_key(tenant, job_id)
         raise
     metrics.job_submitted(name, tenant)
-
-    if wait > 0 and _wait_for_end(tenant, job_id, wait):
-        return _finished_response(state.jobs.get(tenant, job_id))
-    return _accepted(job, status=202)
+    return job
 
 
 def _accepted(job: dict[str, Any], *, status: int) -> Response:
@@ -191,25 +216,33 @@ def _enqueue(tenant: str, job_id: str, timeout_seconds: float) -> None:
         raise unavailable
 
 
-def _wait_for_end(tenant: str, job_id: str, timeout: float) -> bool:
-    """Block until the job ends or ``timeout`` passes; True if it ended."""
-    state = services()
-    pubsub = state.redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.job_events(tenant, job_id))
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = state.jobs.status(tenant, job_id)
-            if status is None or status.terminal:
-                return status is not None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            message = pubsub.get_message(timeout=min(remaining, 1.0))
-            if message and b'"event": "done"' in message["data"]:
-                return True
-    finally:
-        pubsub.close()
+def _await_end(tenant: str, job_id: str, timeout: float) -> dict[str, Any] | None:
+    """The job once it ended, or None after ``timeout`` (an existing job)."""
+    with services().ended_jobs.waiting(tenant, job_id) as (waiter, _listening):
+        return _wait_for_end(tenant, job_id, timeout, waiter, look=True)
+
+
+def _wait_for_end(
+    tenant: str, job_id: str, timeout: float, waiter: Waiter, *, look: bool
+) -> dict[str, Any] | None:
+    """The job once it ended, or None when ``timeout`` passes first (or the
+    job is gone). ``look`` reads it before the first wait: needed unless the
+    waiter was registered, and listening, before the job could end."""
+    jobs = services().jobs
+    deadline = time.monotonic() + timeout
+    while True:
+        if look:
+            try:
+                job = jobs.get(tenant, job_id)
+            except NotFound:
+                return None
+            if JobStatus(job["status"]).terminal:
+                return job
+        look = True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        waiter.wait(remaining)
 
 
 def _finished_response(job: dict[str, Any]) -> Response:
@@ -247,8 +280,7 @@ def get_job(job_id: str) -> Response:
     wait = _wait_seconds()
     job = services().jobs.get(tenant, job_id)
     if wait > 0 and not JobStatus(job["status"]).terminal:
-        _wait_for_end(tenant, job_id, wait)
-        job = services().jobs.get(tenant, job_id)
+        job = _await_end(tenant, job_id, wait) or services().jobs.get(tenant, job_id)
     return jsonify({"ok": True, "job": job_view(job)})
 
 

@@ -91,6 +91,7 @@ return job
 # paused past its lease cannot end a job another worker re-ran. With a cap
 # (ARGV[6]) the tenant's deferred jobs that now fit are released in the same
 # step: answers {'finished', released id, ...}. Field pairs follow the events.
+# The end is announced on the channel of all ended jobs (KEYS[10]).
 FINISH = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -108,6 +109,7 @@ redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
     + _append_events(log=5, channel=6, first="9", last="8 + events", ttl="ARGV[4]")
     + _append_event(log=5, channel=6, event=3, ttl=4)
     + """
+redis.call('PUBLISH', KEYS[10], ARGV[2])
 local released = {}
 if ARGV[6] ~= '' then
 """

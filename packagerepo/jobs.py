@@ -388,6 +388,7 @@ class JobStore:
                 keys.deferred_jobs(tenant),
                 keys.deferred_tenants(),
                 keys.sent_jobs(),
+                keys.ended_jobs(),
             ],
             args=[
                 keys.ended_job_ttl(tenant),

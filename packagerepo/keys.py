@@ -81,6 +81,13 @@ def sent_jobs() -> str:
     return _key(GLOBAL, "sent")
 
 
+def ended_jobs() -> str:
+    """Channel on which every job that ends is announced as ``tenant/job``:
+    each API process follows it on one connection to wake its ``?wait``
+    requests (``packagerepo.endings``)."""
+    return _key(GLOBAL, "ended")
+
+
 def running_jobs(tenant: str) -> str:
     """Set of the tenant's running job ids (the concurrency cap counts it)."""
     return _key(tenant, "running")

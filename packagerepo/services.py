@@ -8,6 +8,8 @@ use, so a process only pays for what it touches.
 
 from __future__ import annotations
 
+import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +20,7 @@ from redis.retry import Retry
 
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
+from packagerepo.endings import EndedJobs
 from packagerepo.jobs import JobStore
 from packagerepo.ratelimit import RateLimits
 
@@ -50,6 +53,17 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.redis = redis_client(settings.redis_url)
+        self._ended: tuple[int, EndedJobs] | None = None
+        self._ended_lock = threading.Lock()
+
+    @property
+    def ended_jobs(self) -> EndedJobs:
+        """This process's follower of ended jobs (its thread does not
+        survive a fork, so a forked process starts its own)."""
+        with self._ended_lock:
+            if self._ended is None or self._ended[0] != os.getpid():
+                self._ended = (os.getpid(), EndedJobs(self.redis))
+            return self._ended[1]
 
     @cached_property
     def accounts(self) -> Accounts:

@@ -1,0 +1,93 @@
+"""Waiting for job ends on one shared connection per process
+(``packagerepo.endings``), on the real Redis of the test session."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from packagerepo.endings import EndedJobs
+from packagerepo.jobs import JobStatus
+from packagerepo.services import redis_client
+
+pytestmark = pytest.mark.integration
+
+SURELY_SECONDS = 10.0
+"""Long enough that a waiter not woken by then was never going to be."""
+
+
+def _queued_job(services, tenant: str) -> str:
+    job = services.jobs.create(
+        tenant=tenant, workflow="greet", digest="d", input={}, submitted_by="t"
+    )
+    return job["id"]
+
+
+def _until(condition) -> bool:
+    deadline = time.monotonic() + SURELY_SECONDS
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_job_that_ends_wakes_the_request_waiting_for_it(app, tenant):
+    services = app.extensions["packagerepo"]
+    ended = EndedJobs(services.redis)
+    job_id, other = _queued_job(services, tenant), _queued_job(services, tenant)
+
+    with (
+        ended.waiting(tenant, job_id) as (waiter, _),
+        ended.waiting(tenant, other) as (bystander, _),
+    ):
+        assert ended.waiting_count() == 2
+        assert _until(ended.listening)
+        # Subscribing wakes every waiter once, to look for itself.
+        waiter.woken.clear()
+        bystander.woken.clear()
+        services.jobs.finish(tenant, job_id, JobStatus.SUCCEEDED)
+
+        assert waiter.woken.wait(SURELY_SECONDS)
+        assert not bystander.woken.is_set()
+    assert ended.waiting_count() == 0
+
+
+def test_an_end_announced_while_the_listener_reconnects_still_wakes_its_waiter(
+    app, tenant
+):
+    services = app.extensions["packagerepo"]
+    ended = EndedJobs(services.redis)
+    job_id = _queued_job(services, tenant)
+    admin = redis_client(services.settings.redis_url)
+
+    with ended.waiting(tenant, job_id) as (waiter, _):
+        assert _until(ended.listening)
+        waiter.woken.clear()
+        # The end is announced before the listener has subscribed again:
+        # only the wake-up on subscribing can tell the waiter.
+        admin.client_kill_filter(_type="pubsub")
+        services.jobs.finish(tenant, job_id, JobStatus.SUCCEEDED)
+
+        assert waiter.woken.wait(SURELY_SECONDS)
+    assert _until(ended.listening)
+
+
+def test_waiting_requests_share_one_connection(client, auth, workflows, worker):
+    services = client.application.extensions["packagerepo"]
+    # The first request starts the process's listener.
+    client.post("/v1/workflows/greet/execute?wait=20", json={}, headers=auth)
+    before = services.redis.info("stats")["total_connections_received"]
+
+    for index in range(20):
+        answer = client.post(
+            "/v1/workflows/greet/execute?wait=20",
+            json={"name": f"n{index}-{uuid.uuid4().hex[:4]}"},
+            headers=auth,
+        )
+        assert answer.status_code == 200, answer.get_json()
+
+    opened = services.redis.info("stats")["total_connections_received"] - before
+    assert opened < 5, f"{opened} connections for 20 waiting requests"
