@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import redis
 from flask import (
     Blueprint,
     Response,
@@ -35,11 +36,10 @@ from packagerepo.errors import (
     InvalidRequest,
     NotFound,
     PackageRepoError,
-    QueueUnavailable,
 )
 from packagerepo.jobs import CancelOutcome, JobStatus, new_job_id
 from packagerepo.logs import log_context
-from worker.celery_app import enqueue_job, send_webhook
+from worker.celery_app import execute_message, send_webhook
 
 log = logging.getLogger(__name__)
 
@@ -126,28 +126,29 @@ def _submit(
     identity: Identity | None,
     callback_url: str | None,
 ) -> dict[str, Any]:
-    """Create the queued job and send its message."""
-    state = services()
-    job = state.jobs.create(
-        tenant=tenant,
-        workflow=name,
-        digest=validated.digest,
-        input=workflow_input,
-        submitted_by=identity.username if identity else "anonymous",
-        callback_url=callback_url,
-        request_id=g.get("request_id"),
-        job_id=job_id,
-        total_nodes=len(validated.document["nodes"]),
-        timeout_seconds=execution_timeout(validated.document),
-    )
-    with log_context(tenant=tenant, job=job_id, workflow=name):
-        log.info("Job %s was submitted for workflow %s.", job_id, name)
+    """Create the queued job together with its message."""
+    timeout_seconds = execution_timeout(validated.document)
     try:
-        _enqueue(tenant, job_id, job["timeout_seconds"])
-    except QueueUnavailable:
-        # The job never ran: a retry with the same key must be able to run it.
+        job = services().jobs.create(
+            tenant=tenant,
+            workflow=name,
+            digest=validated.digest,
+            input=workflow_input,
+            submitted_by=identity.username if identity else "anonymous",
+            callback_url=callback_url,
+            request_id=g.get("request_id"),
+            job_id=job_id,
+            total_nodes=len(validated.document["nodes"]),
+            timeout_seconds=timeout_seconds,
+            message=execute_message(celery(), job_id, timeout_seconds, tenant=tenant),
+        )
+    except redis.RedisError:
+        # Neither the job nor its message was written: a retry with the
+        # same key must be able to run it.
         _release_idempotency_key(tenant, job_id)
         raise
+    with log_context(tenant=tenant, job=job_id, workflow=name):
+        log.info("Job %s was submitted for workflow %s.", job_id, name)
     metrics.job_submitted(name, tenant)
     return job
 
@@ -201,19 +202,6 @@ def _required_scope(document: dict[str, Any]) -> str:
     settings = document.get("settings")
     scope = settings.get("scope") if isinstance(settings, dict) else None
     return scope if scope in {"none", "read", "write", "admin"} else "read"
-
-
-def _enqueue(tenant: str, job_id: str, timeout_seconds: float) -> None:
-    try:
-        enqueue_job(celery(), job_id, timeout_seconds, tenant=tenant)
-    except Exception:
-        unavailable = QueueUnavailable("The job queue is unavailable; try again.")
-        # When Redis is down too, the record cannot be written; it expires.
-        with contextlib.suppress(Exception):
-            services().jobs.finish(
-                tenant, job_id, JobStatus.FAILED, error=unavailable.to_dict()
-            )
-        raise unavailable
 
 
 def _await_end(tenant: str, job_id: str, timeout: float) -> dict[str, Any] | None:

@@ -136,13 +136,16 @@ class JobStore:
         job_id: str | None = None,
         total_nodes: int = 0,
         timeout_seconds: float | None = None,
+        message: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """Store a new queued job and index it for the tenant.
 
         ``total_nodes`` is the workflow's node count, so a queued job's
         progress already says how far it has to go; ``timeout_seconds`` its
         execution timeout, after which the reaper fails it rather than
-        running it again.
+        running it again. ``message`` (a list and a payload) is pushed in
+        the same transaction: the job's queue message, so the job and its
+        message exist together or not at all.
         """
         job_id = job_id or new_job_id()
         job = {
@@ -178,6 +181,8 @@ class JobStore:
             pipe.zadd(keys.sent_jobs(), {lease_member(tenant, job_id): time.time()})
             pipe.zremrangebyrank(index, 0, -keys.JOB_INDEX_MAX - 1)
             pipe.expire(index, keys.JOB_TTL)
+            if message is not None:
+                pipe.lpush(*message)
             pipe.execute()
         return job
 

@@ -257,18 +257,19 @@ def test_retrying_an_execute_that_answered_503_with_its_idempotency_key_runs_the
     """MEDIUM. A 503 QUEUE_UNAVAILABLE says "try again", but the key stays
     bound to the job that failed: the retry with the same Idempotency-Key
     gets that failed job back for 24 h and nothing runs."""
-    import api.jobs
+    import redis
 
-    real = api.jobs.enqueue_job
+    jobs = client.application.extensions["packagerepo"].jobs
+    real = jobs.create
     calls = []
 
-    def broker_down_once(app, job_id, *limits, **tenant):
-        calls.append(job_id)
+    def broker_down_once(**job):
+        calls.append(job["job_id"])
         if len(calls) == 1:
-            raise ConnectionError("broker down")
-        return real(app, job_id, *limits, **tenant)
+            raise redis.ConnectionError("broker down")
+        return real(**job)
 
-    monkeypatch.setattr(api.jobs, "enqueue_job", broker_down_once)
+    monkeypatch.setattr(jobs, "create", broker_down_once)
     headers = {**auth, "Idempotency-Key": "retry-after-503"}
     first = client.post(
         "/v1/workflows/greet/execute", json={"name": "x"}, headers=headers
@@ -280,6 +281,8 @@ def test_retrying_an_execute_that_answered_503_with_its_idempotency_key_runs_the
     assert retry.get_json()["job"]["status"] != "failed", retry.get_json()["job"][
         "error"
     ]
+    assert first.get_json()["error"]["code"] == "QUEUE_UNAVAILABLE"
+    assert jobs.tenant_of(calls[0]) is None  # nothing of the first was written
 
 
 # ------------------------------------------------------------------ health

@@ -14,7 +14,13 @@ import pytest
 from packagerepo import keys
 from packagerepo.jobs import JobStore
 from tests.conftest import GREET
-from worker.celery_app import HARD_LIMIT_GRACE_SECONDS, QUEUE
+from worker.celery_app import (
+    EXECUTE_TASK,
+    HARD_LIMIT_GRACE_SECONDS,
+    QUEUE,
+    execute_message,
+    make_celery,
+)
 from worker.reaper import Reaper
 
 pytestmark = pytest.mark.integration
@@ -58,6 +64,32 @@ def test_the_execute_message_carries_a_hard_time_limit_past_the_workflow_timeout
     assert json.loads(base64.b64decode(message["body"]))[0] == [job_id, tenant]
     hard, _soft = message["headers"]["timelimit"]
     assert hard == 7 + HARD_LIMIT_GRACE_SECONDS
+
+
+def test_the_execute_message_is_the_one_send_task_would_store(isolated_stack):
+    """The API pushes the message itself, in the job's own transaction; it
+    must stay what kombu stores, or workers would stop understanding it
+    after an upgrade."""
+    stack = isolated_stack()  # no worker: the messages stay in the queue
+    app = make_celery(stack.app.extensions["packagerepo"].settings)
+    client = stack.redis.client()
+
+    app.send_task(
+        EXECUTE_TASK, args=["job-1", "acme"], queue=QUEUE, retry=False, time_limit=37
+    )
+    (theirs,) = _queued_messages(client)
+    client.delete(QUEUE)
+    client.lpush(*execute_message(app, "job-1", 7, tenant="acme"))
+    (ours,) = _queued_messages(client)
+
+    per_message = {"id", "root_id", "correlation_id", "delivery_tag", "reply_to"}
+    for part in ("headers", "properties"):
+        assert ours[part].keys() == theirs[part].keys()
+        for name in ours[part].keys() - per_message:
+            assert ours[part][name] == theirs[part][name], (part, name)
+    assert ours.keys() == theirs.keys()
+    for name in ours.keys() - {"headers", "properties"}:
+        assert ours[name] == theirs[name], name
 
 
 def _lapsed_job(services, tenant: str, timeout_seconds: float) -> str:

@@ -8,11 +8,16 @@ backend is not used: job results live in the job record (design §5).
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import uuid
+from typing import Any
 
 import redis
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import serialization
 
 from loader.limits import MAX_EXECUTION_TIMEOUT
 from packagerepo import keys
@@ -66,33 +71,71 @@ def _configure_worker_logging(**_kwargs: object) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-def enqueue_job(
+def execute_message(
     app: Celery,
     job_id: str,
     timeout_seconds: float | None = None,
     *,
     tenant: str,
-) -> None:
-    """Send the message for ``job_id`` of ``tenant``; fails fast when the
-    broker is down. The tenant travels in the message so the worker need
-    not look it up.
+) -> tuple[str, str]:
+    """The execute message for ``job_id`` of ``tenant``, and the Redis list
+    it is pushed on: ``LPUSH`` of the two is what ``app.send_task`` would
+    do, so the API can push it in the transaction that creates the job
+    (one round trip, and never a job without its message or the reverse).
 
-    With the job's ``timeout_seconds`` the message carries a hard time limit
-    just past it; without (a re-send), the task's own limit for the longest
-    allowed execution applies.
+    Celery builds the message (``amqp.as_task_v2``, protocol 2); the
+    envelope around it is the one kombu's Redis transport stores for a
+    message sent to a queue by name (``tests/test_time_limits.py`` holds it
+    against what ``send_task`` stores, so a kombu upgrade that changes it
+    fails there). The tenant travels with the message so the worker need not
+    look it up. With the job's ``timeout_seconds`` the message carries a hard
+    time limit just past it; without (a re-send), the task's own limit for
+    the longest allowed execution applies.
     """
     limit = (
         None
         if timeout_seconds is None
         else math.ceil(timeout_seconds) + HARD_LIMIT_GRACE_SECONDS
     )
-    app.send_task(
-        EXECUTE_TASK,
-        args=[job_id, tenant],
-        queue=QUEUE,
-        retry=False,
-        time_limit=limit,
-    )
+    task_id = str(uuid.uuid4())
+    # As send_task passes them: a list of args (the stubs say tuple, and
+    # argsrepr would differ) and no ignore_result (the task's own applies).
+    as_sent: dict[str, Any] = {"args": [job_id, tenant], "ignore_result": None}
+    message = app.amqp.as_task_v2(task_id, EXECUTE_TASK, time_limit=limit, **as_sent)
+    content_type, encoding, body = serialization.dumps(message.body, "json")
+    envelope = {
+        "body": base64.b64encode(_bytes(body)).decode(),
+        "content-encoding": encoding,
+        "content-type": content_type,
+        "headers": message.headers,
+        "properties": {
+            **message.properties,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return QUEUE, json.dumps(envelope)
+
+
+def _bytes(body: str | bytes) -> bytes:
+    return body.encode() if isinstance(body, str) else body
+
+
+def enqueue_job(
+    app: Celery,
+    client: redis.Redis,
+    job_id: str,
+    timeout_seconds: float | None = None,
+    *,
+    tenant: str,
+) -> None:
+    """Send the message for ``job_id`` of ``tenant`` (see ``execute_message``)
+    on its own; fails fast when Redis is down."""
+    queue, payload = execute_message(app, job_id, timeout_seconds, tenant=tenant)
+    client.lpush(queue, payload)
 
 
 def send_webhook(app: Celery, job_id: str) -> None:

@@ -69,7 +69,8 @@ class CountingReaper(Reaper):
 
 
 def _enqueue(tenant: str, job_id: str) -> None:
-    enqueue_job(celery_app, job_id, tenant=tenant)
+    client = current_runner(_enqueue, _send_webhook).services.redis
+    enqueue_job(celery_app, client, job_id, tenant=tenant)
 
 
 def _send_webhook(job_id: str) -> None:
