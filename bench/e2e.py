@@ -237,15 +237,34 @@ def end_to_end(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
     for mode, operation in modes.items():
         results[mode] = {}
         for concurrency in plan.concurrencies:
+            before = stack.cpu_seconds()
             sample = closed_loop(
                 lambda: ApiClient(stack.base_url, token),
                 operation,
                 concurrency=concurrency,
                 seconds=plan.cell_seconds,
             )
-            results[mode][str(concurrency)] = sample.summary()
+            cell = sample.summary()
+            cell["cpu_ms_per_execution"] = cpu_per_execution(
+                before, stack.cpu_seconds(), len(sample.latencies)
+            )
+            results[mode][str(concurrency)] = cell
             log.info("%s at %d: %.0f/s.", mode, concurrency, sample.rate)
     return results
+
+
+def cpu_per_execution(
+    before: dict[str, float], after: dict[str, float], executions: int
+) -> dict[str, float]:
+    """Milliseconds of CPU each part spent per execution between two
+    ``BenchStack.cpu_seconds`` snapshots, and their total: where the
+    machine's cores went."""
+    spent = {
+        part: round(1000 * (after[part] - before[part]) / max(executions, 1), 2)
+        for part in before
+    }
+    spent["total"] = round(sum(spent.values()), 2)
+    return spent
 
 
 def submission(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:

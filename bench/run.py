@@ -242,6 +242,11 @@ def print_table(results: dict[str, Any]) -> None:
     _cell("submit, 100/s", "-", submission["fixed_rate"])
 
     print()
+    for mode, cells in results["end_to_end"].items():
+        top = max(cells, key=int)
+        cpu = cells[top].get("cpu_ms_per_execution", {})
+        parts = ", ".join(f"{part} {ms}" for part, ms in cpu.items())
+        print(f"CPU ms per execution, {mode} at {top}: {parts}")
     floor_drain = results["floor"]["drain"]
     worker_drain = submission["worker_drain"]
     print(

@@ -108,6 +108,16 @@ class Part:
         # Pool children outlive a killed parent; take the group down too.
         self.signal(signal.SIGKILL)
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of this process and its children so far."""
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
     def rss(self) -> dict[str, int]:
         """Resident set size of this process and each of its children."""
         root = psutil.Process(self.process.pid)
@@ -189,6 +199,17 @@ class BenchStack:
         for part in parts:
             if part is not None:
                 part.stop()
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of each part: the API, the project workers
+        together, Redis; and this process (the benchmark's client)."""
+        own = os.times()
+        return {
+            "api": self.api.cpu_seconds() if self.api else 0.0,
+            "workers": sum(part.cpu_seconds() for part in self.workers),
+            "redis": self.redis_part.cpu_seconds() if self.redis_part else 0.0,
+            "client": own.user + own.system,
+        }
 
     def api_rss(self) -> dict[str, int]:
         return self.api.rss() if self.api else {}

@@ -21,3 +21,20 @@ def test_bench_run_help_describes_the_quick_option() -> None:
 
     assert finished.returncode == 0, finished.stderr
     assert "--quick" in finished.stdout
+
+
+def test_cpu_per_execution_splits_the_cpu_spent_by_part() -> None:
+    from bench.e2e import cpu_per_execution
+
+    before = {"api": 1.0, "workers": 2.0, "redis": 0.5, "client": 3.0}
+    after = {"api": 1.4, "workers": 2.3, "redis": 0.6, "client": 3.2}
+
+    spent = cpu_per_execution(before, after, executions=100)
+
+    assert spent == {
+        "api": 4.0,
+        "workers": 3.0,
+        "redis": 1.0,
+        "client": 2.0,
+        "total": 10.0,
+    }
