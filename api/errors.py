@@ -11,8 +11,8 @@ import logging
 
 import kombu.exceptions
 import redis
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, has_request_context, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from packagerepo.errors import PackageRepoError, QueueUnavailable, RateLimited
 
@@ -44,10 +44,21 @@ def error_response(error: PackageRepoError) -> Response:
     return response
 
 
+def _is_werkzeugs_own_413(exception: HTTPException) -> bool:
+    return (
+        isinstance(exception, RequestEntityTooLarge)
+        and exception.description == RequestEntityTooLarge.description
+    )
+
+
 def _from_http(exception: HTTPException) -> Response:
     status = exception.code or 500
     code = HTTP_CODES.get(status, "HTTP_ERROR")
     message = exception.description or exception.name
+    if _is_werkzeugs_own_413(exception) and has_request_context():
+        # The same words as a chunked body past the limit gets.
+        limit = request.max_content_length
+        message = f"The body is over {limit} bytes." if limit else message
     response = error_response(PackageRepoError(message, code=code, status=status))
     # The headers werkzeug gives its own error page belong to this answer too:
     # Allow on a 405, Content-Range (the size) on a 416, Retry-After.

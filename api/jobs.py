@@ -113,6 +113,10 @@ def execute(name: str) -> Response:
         job = _submit(*submit)
         ended = _wait_for_end(tenant, job_id, wait, waiter, look=not listening)
     if ended is None:
+        # The wait ran out: the job as it is now (running, most likely), not
+        # as it was submitted.
+        with contextlib.suppress(NotFound):
+            job = state.jobs.get(tenant, job_id)
         return _accepted(job, status=202)
     return _finished_response(ended)
 

@@ -159,10 +159,16 @@ def progress_bar(done: int, total: int) -> str:
 
 
 def follow(client: ServiceClient, job_id: str, out: TextIO) -> dict[str, Any]:
-    """Draw the job's progress on ``out`` until it ends; returns the ended job."""
-    out.write(f"{progress_bar(0, 0)}\r")
+    """Draw the job's progress on ``out`` until it ends; returns the ended job.
+
+    Only a terminal gets the bar redrawn as nodes end; anything else (a log
+    file, a pipe) gets the final line alone.
+    """
+    interactive = out.isatty()
+    if interactive:
+        out.write(f"{progress_bar(0, 0)}\r")
     for event, _data in client.events(job_id):
-        if event == "node":
+        if event == "node" and interactive:
             progress = client.job(job_id).get("progress") or {}
             bar = progress_bar(progress.get("done", 0), progress.get("total", 0))
             out.write(f"{bar}\r")

@@ -50,6 +50,12 @@ def test_huge_body_is_refused_with_413(client):
     response = client.post("/auth/login", data=body, content_type="application/json")
 
     assert_envelope(response, 413, "PAYLOAD_TOO_LARGE")
+    # The same words as a chunked body past the limit gets (a fresh user
+    # found werkzeug's own sentence here).
+    limit = client.application.config["MAX_CONTENT_LENGTH"]
+    assert response.get_json()["error"]["message"] == (
+        f"The body is over {limit} bytes."
+    )
 
 
 @pytest.mark.parametrize("depth", [40, 100_000])

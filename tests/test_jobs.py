@@ -87,6 +87,22 @@ def test_wait_that_runs_out_answers_202(client, auth, workflows, worker):
     assert response.status_code == 202
 
 
+def test_a_wait_that_runs_out_answers_with_the_job_as_it_is_now(
+    client, auth, workflows, worker
+):
+    """Found by a fresh user: the 202 showed the job as submitted (queued,
+    no start) although the worker had started it long before."""
+    # Long enough a wait for the worker to finish what earlier tests left it
+    # and start this job; the job itself runs longer still.
+    response = submit(client, auth, "slow", {"ms": 6000}, "?wait=3")
+
+    job = response.get_json()["job"]
+    client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)  # free the worker
+    assert response.status_code == 202
+    assert job["status"] == "running"
+    assert job["started_at"] is not None and job["attempts"] == 1
+
+
 def test_another_tenants_job_is_not_found(client, auth, workflows, worker, make_user):
     job_id = submit(client, auth, "greet", {"name": "x"}).get_json()["job"]["id"]
     stranger = make_user("someone-else")

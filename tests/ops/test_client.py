@@ -60,6 +60,9 @@ def test_submit_wait_draws_progress_and_prints_the_result(cli_env, tmp_path, cap
     assert status == 0
     assert json.loads(out) == {"name": "cli", "greeting": "Hello, cli!"}
     assert "3/3 nodes" in err and "succeeded" in err
+    # Not a terminal: the final line alone, no frames joined by carriage
+    # returns (a fresh user found them all on one line of a log).
+    assert err.count("nodes") == 1 and "\r" not in err
 
 
 def test_submit_wait_exits_non_zero_and_prints_the_error_when_the_job_fails(
