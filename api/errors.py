@@ -86,5 +86,13 @@ def install(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http)
     app.register_error_handler(redis.ConnectionError, _from_redis)
     app.register_error_handler(redis.TimeoutError, _from_redis)
+    # A Redis that answers but cannot take writes now (out of memory, a
+    # read-only replica, loading its data) is unavailable too, not a bug.
+    for refusal in (
+        redis.exceptions.OutOfMemoryError,
+        redis.exceptions.ReadOnlyError,
+        redis.exceptions.BusyLoadingError,
+    ):
+        app.register_error_handler(refusal, _from_redis)
     app.register_error_handler(kombu.exceptions.OperationalError, _from_redis)
     app.register_error_handler(Exception, _from_unexpected)

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -36,8 +37,9 @@ from packagerepo.errors import (
     InvalidRequest,
     NotFound,
     PackageRepoError,
+    QueueUnavailable,
 )
-from packagerepo.jobs import CancelOutcome, JobStatus, new_job_id
+from packagerepo.jobs import CancelOutcome, JobStatus, JobStore, new_job_id
 from packagerepo.logs import log_context
 from worker.celery_app import execute_message, send_webhook
 
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 jobs_bp = Blueprint("jobs", __name__)
 
 ANONYMOUS_TENANT = keys.ANONYMOUS_TENANT
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
+WAIT_SYNTAX = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?", re.ASCII)
 SSE_HEARTBEAT_SECONDS = 15.0
 PUBLIC_FIELDS = (
     "id", "tenant", "workflow", "status", "created_at", "started_at",
@@ -70,10 +74,10 @@ def _wait_seconds() -> float:
     raw = request.args.get("wait")
     if raw is None:
         return 0.0
-    try:
-        seconds = float(raw)
-    except ValueError:
+    # float() alone would also take "1_0" and other scripts' digits.
+    if not WAIT_SYNTAX.fullmatch(raw):
         raise InvalidRequest("wait must be a number of seconds.")
+    seconds = float(raw)
     if not 0 <= seconds <= services().settings.max_wait_seconds:
         limit = services().settings.max_wait_seconds
         raise InvalidRequest(f"wait must be between 0 and {limit} seconds.")
@@ -95,13 +99,13 @@ def execute(name: str) -> Response:
     validated.report.raise_for_errors()
 
     job_id = new_job_id()
-    existing = _idempotent_job(tenant, name, workflow_input, job_id)
+    existing = _replayed_job(tenant, name, workflow_input, job_id)
     if existing is not None:
         # A replay answers like the first request would have: with ?wait,
         # the result once the job ends.
-        ended = _await_end(tenant, existing, wait) if wait > 0 else None
+        ended = _await_end(tenant, existing["id"], wait) if wait > 0 else None
         if ended is None:
-            return _accepted(_created_job(tenant, existing), status=200)
+            return _accepted(_current(existing), status=200)
         return _finished_response(ended)
 
     submit = (tenant, name, job_id, validated, workflow_input, identity, callback_url)
@@ -115,10 +119,15 @@ def execute(name: str) -> Response:
     if ended is None:
         # The wait ran out: the job as it is now (running, most likely), not
         # as it was submitted.
-        with contextlib.suppress(NotFound):
-            job = state.jobs.get(tenant, job_id)
-        return _accepted(job, status=202)
+        return _accepted(_current(job), status=202)
     return _finished_response(ended)
+
+
+def _current(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as it is now, or as given when Redis cannot tell."""
+    with contextlib.suppress(NotFound, *REDIS_UNREACHABLE):
+        return services().jobs.get(job["tenant"], job["id"])
+    return job
 
 
 def _submit(
@@ -147,10 +156,10 @@ def _submit(
             message=execute_message(celery(), job_id, timeout_seconds, tenant=tenant),
         )
     except redis.RedisError:
-        # Neither the job nor its message was written: a retry with the
-        # same key must be able to run it.
-        _release_idempotency_key(tenant, job_id)
-        raise
+        written = _written_anyway(tenant, job_id)
+        if written is None:
+            raise
+        job = written
     with log_context(tenant=tenant, job=job_id, workflow=name):
         log.info("Job %s was submitted for workflow %s.", job_id, name)
     metrics.job_submitted(name, tenant)
@@ -171,13 +180,28 @@ def _release_idempotency_key(tenant: str, job_id: str) -> None:
             services().jobs.release_idempotency_key(tenant, key, job_id)
 
 
-def _created_job(tenant: str, job_id: str) -> dict[str, Any]:
-    """A job another request is creating right now, once it exists."""
+def _written_anyway(tenant: str, job_id: str) -> dict[str, Any] | None:
+    """After a create that failed: the job if it was written all the same
+    (only its reply was lost), else None. The Idempotency-Key is released
+    only once the job is known not to exist; when Redis cannot say, the key
+    stays bound and a retry finds out (``_replayed_job``)."""
+    try:
+        return services().jobs.get(tenant, job_id)
+    except NotFound:
+        _release_idempotency_key(tenant, job_id)
+    except redis.RedisError:
+        pass
+    return None
+
+
+def _created_job(tenant: str, job_id: str) -> dict[str, Any] | None:
+    """A job another request may be creating right now, once it exists;
+    None when it still does not after a second."""
     for _ in range(20):
         with contextlib.suppress(NotFound):
             return services().jobs.get(tenant, job_id)
         time.sleep(0.05)
-    return services().jobs.get(tenant, job_id)
+    return None
 
 
 def _callback_url() -> str | None:
@@ -187,19 +211,37 @@ def _callback_url() -> str | None:
     return webhooks.check_destination(url, services().settings).url
 
 
-def _idempotent_job(
+def _replayed_job(
     tenant: str, workflow: str, workflow_input: Any, job_id: str
-) -> str | None:
-    """The job an earlier request with the same Idempotency-Key created."""
+) -> dict[str, Any] | None:
+    """The job an earlier request with the same Idempotency-Key created, or
+    None when this request is to create ``job_id``.
+
+    A key bound to a job that never came to exist (its request failed and
+    could not release the key) is taken over, so the retry runs the job.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.")
 
+    jobs = services().jobs
     canonical = json.dumps([workflow, workflow_input], sort_keys=True)
     body_digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return services().jobs.reserve_idempotency_key(tenant, key, body_digest, job_id)
+    bound = jobs.reserve_idempotency_key(tenant, key, body_digest, job_id)
+    if bound is None:
+        return None
+    existing = _created_job(tenant, bound)
+    if existing is not None:
+        return existing
+    bound = jobs.rebind_idempotency_key(tenant, key, body_digest, bound, job_id)
+    if bound == job_id:
+        return None
+    existing = _created_job(tenant, bound)
+    if existing is None:
+        raise QueueUnavailable("The job for this Idempotency-Key is not ready.")
+    return existing
 
 
 def _required_scope(document: dict[str, Any]) -> str:
@@ -218,23 +260,45 @@ def _wait_for_end(
     tenant: str, job_id: str, timeout: float, waiter: Waiter, *, look: bool
 ) -> dict[str, Any] | None:
     """The job once it ended, or None when ``timeout`` passes first (or the
-    job is gone). ``look`` reads it before the first wait: needed unless the
-    waiter was registered, and listening, before the job could end."""
+    job is gone). ``look`` checks it before the first wait: needed unless the
+    waiter was registered, and listening, before the job could end.
+
+    A look reads the job's status alone unless its end was announced, so
+    waiting on a job with a large input costs little; a Redis that does not
+    answer for a moment is waited out, not turned into an error.
+    """
     jobs = services().jobs
     deadline = time.monotonic() + timeout
+    heard = False
     while True:
-        if look:
+        if look or heard:
             try:
-                job = jobs.get(tenant, job_id)
+                ended = _if_ended(jobs, tenant, job_id, heard=heard)
             except NotFound:
                 return None
-            if JobStatus(job["status"]).terminal:
-                return job
+            except REDIS_UNREACHABLE:
+                ended = None
+            if ended is not None:
+                return ended
         look = True
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        waiter.wait(remaining)
+        heard = waiter.wait(remaining)
+
+
+def _if_ended(
+    jobs: JobStore, tenant: str, job_id: str, *, heard: bool
+) -> dict[str, Any] | None:
+    """The whole job if it has ended; NotFound when it is gone."""
+    if not heard:
+        status = jobs.status(tenant, job_id)
+        if status is None:
+            raise NotFound(f"Job {job_id} was not found.")
+        if not status.terminal:
+            return None
+    job = jobs.get(tenant, job_id)
+    return job if JobStatus(job["status"]).terminal else None
 
 
 def _finished_response(job: dict[str, Any]) -> Response:

@@ -38,16 +38,28 @@ RECONNECT_SECONDS = 0.5
 
 @dataclass(eq=False)
 class Waiter:
-    """One request waiting for one job; ``woken`` is set when it should look."""
+    """One request waiting for one job; ``woken`` is set when it should look,
+    ``heard`` too when the job's end was announced."""
 
     member: str
     woken: threading.Event = field(default_factory=threading.Event)
+    heard: bool = False
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         """Sleep until woken or ``timeout`` seconds (at most RECHECK_SECONDS)
-        pass, then clear the wake-up for the next wait."""
+        pass; True when the job's end was announced meanwhile. Clears both
+        for the next wait."""
         self.woken.wait(min(timeout, RECHECK_SECONDS))
+        # Cleared before ``heard`` is read: an announcement in between is
+        # seen now or wakes the next wait at once, never lost.
         self.woken.clear()
+        heard, self.heard = self.heard, False
+        return heard
+
+    def announce(self) -> None:
+        """The job ended."""
+        self.heard = True
+        self.woken.set()
 
 
 class EndedJobs:
@@ -154,4 +166,4 @@ class EndedJobs:
         with self._lock:
             waiters = list(self._waiters.get(member, ()))
         for waiter in waiters:
-            waiter.woken.set()
+            waiter.announce()

@@ -102,6 +102,14 @@ def event_json(kind: str, payload: dict[str, Any]) -> str:
     return json.dumps({"event": kind, "data": payload})
 
 
+def _idempotency_key(tenant: str, key: str) -> str:
+    return keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
+
+
+def _idempotency_record(job_id: str, body_digest: str) -> str:
+    return json.dumps({"job": job_id, "body": body_digest})
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -116,6 +124,8 @@ class JobStore:
     def __init__(self, client: redis.Redis, *, lease_seconds: int = 30) -> None:
         self.redis = client
         self.lease_seconds = lease_seconds
+        self._create = client.register_script(job_scripts.CREATE)
+        self._rebind = client.register_script(job_scripts.REBIND)
         self._claim = client.register_script(job_scripts.CLAIM)
         self._finish = client.register_script(job_scripts.FINISH)
         self._requeue = client.register_script(job_scripts.REQUEUE)
@@ -144,8 +154,9 @@ class JobStore:
         progress already says how far it has to go; ``timeout_seconds`` its
         execution timeout, after which the reaper fails it rather than
         running it again. ``message`` (a list and a payload) is pushed in
-        the same transaction: the job's queue message, so the job and its
-        message exist together or not at all.
+        the same step: the job's queue message, so the job and its message
+        exist together or not at all. Creating a job that exists changes
+        nothing (see ``job_scripts.CREATE``).
         """
         job_id = job_id or new_job_id()
         job = {
@@ -171,19 +182,30 @@ class JobStore:
             "request_id": request_id,
             "timeout_seconds": timeout_seconds,
         }
-        key = keys.job(tenant, job_id)
-        index = keys.job_index(tenant)
-        with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping=_encode(job))
-            pipe.expire(key, keys.JOB_PENDING_TTL)
-            pipe.set(keys.job_tenant(job_id), tenant, ex=keys.JOB_PENDING_TTL)
-            pipe.zadd(index, {job_id: time.time()})
-            pipe.zadd(keys.sent_jobs(), {lease_member(tenant, job_id): time.time()})
-            pipe.zremrangebyrank(index, 0, -keys.JOB_INDEX_MAX - 1)
-            pipe.expire(index, keys.JOB_TTL)
-            if message is not None:
-                pipe.lpush(*message)
-            pipe.execute()
+        pairs: list[EncodableT] = []
+        for name, value in _encode(job).items():
+            pairs += [name, value]
+        queue, payload = message if message is not None else ("", "")
+        self._create(
+            keys=[
+                keys.job(tenant, job_id),
+                keys.job_tenant(job_id),
+                keys.job_index(tenant),
+                keys.sent_jobs(),
+                queue,
+            ],
+            args=[
+                keys.JOB_PENDING_TTL,
+                tenant,
+                job_id,
+                time.time(),
+                lease_member(tenant, job_id),
+                keys.JOB_INDEX_MAX,
+                keys.JOB_TTL,
+                payload,
+                *pairs,
+            ],
+        )
         return job
 
     def reserve_idempotency_key(
@@ -195,9 +217,8 @@ class JobStore:
         job id already bound to the key when the body is the same; the same
         key with another body is IdempotencyKeyReused.
         """
-        key_digest = hashlib.sha256(key.encode()).hexdigest()
-        record = json.dumps({"job": job_id, "body": body_digest})
-        redis_key = keys.idempotency(tenant, key_digest)
+        record = _idempotency_record(job_id, body_digest)
+        redis_key = _idempotency_key(tenant, key)
         if self.redis.set(redis_key, record, nx=True, ex=keys.IDEMPOTENCY_TTL):
             return None
 
@@ -209,9 +230,27 @@ class JobStore:
         bound: str = existing["job"]
         return bound
 
+    def rebind_idempotency_key(
+        self, tenant: str, key: str, body_digest: str, stale_job: str, job_id: str
+    ) -> str:
+        """Bind ``key`` to ``job_id`` in place of ``stale_job``, a job that
+        was never written (its request failed before it could release the
+        key). Answers the job the key is bound to afterwards: ``job_id``,
+        or whatever another request bound it to meanwhile."""
+        bound = self._rebind(
+            keys=[_idempotency_key(tenant, key)],
+            args=[
+                _idempotency_record(stale_job, body_digest),
+                _idempotency_record(job_id, body_digest),
+                keys.IDEMPOTENCY_TTL,
+            ],
+        )
+        job: str = json.loads(bound or "{}").get("job", job_id)
+        return job
+
     def release_idempotency_key(self, tenant: str, key: str, job_id: str) -> None:
         """Unbind ``key`` if it still names ``job_id`` (a job that never ran)."""
-        redis_key = keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
+        redis_key = _idempotency_key(tenant, key)
         raw = self.redis.get(redis_key)
         if raw and json.loads(raw).get("job") == job_id:
             self.redis.delete(redis_key)

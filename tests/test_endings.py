@@ -7,10 +7,12 @@ import time
 import uuid
 
 import pytest
+import redis
 
 from packagerepo.endings import EndedJobs
 from packagerepo.jobs import JobStatus
 from packagerepo.services import redis_client
+from tests.test_jobs import submit
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +93,49 @@ def test_waiting_requests_share_one_connection(client, auth, workflows, worker):
 
     opened = services.redis.info("stats")["total_connections_received"] - before
     assert opened < 5, f"{opened} connections for 20 waiting requests"
+
+
+def test_a_redis_blip_while_a_request_waits_is_waited_out(
+    client, auth, workflows, worker, monkeypatch
+):
+    """Found by an adversarial pass: Redis restarting for a moment turned
+    every waiting request into a 503 "try again", though its job ran."""
+    jobs = client.application.extensions["packagerepo"].jobs
+    real_get = jobs.get
+    blips: list[str] = []
+
+    def blip_once(tenant, job_id):
+        if not blips:
+            blips.append(job_id)
+            raise redis.ConnectionError("Redis is restarting")
+        return real_get(tenant, job_id)
+
+    monkeypatch.setattr(jobs, "get", blip_once)
+    response = submit(client, auth, "slow", {"ms": 300}, "?wait=10")
+
+    assert blips, "the wait never read the job"
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["result"] == {"slept": 300}
+
+
+def test_a_waiting_request_reads_the_status_alone_until_the_job_ends(
+    client, auth, workflows, worker, monkeypatch
+):
+    """Found by an adversarial pass: every waiter read the whole record,
+    input and all, every second."""
+    jobs = client.application.extensions["packagerepo"].jobs
+    real_get = jobs.get
+    reads: list[str] = []
+
+    def counting_get(tenant, job_id):
+        reads.append(job_id)
+        return real_get(tenant, job_id)
+
+    monkeypatch.setattr(jobs, "get", counting_get)
+    response = submit(client, auth, "slow", {"ms": 4000}, "?wait=2.5")
+    job_id = response.get_json()["job"]["id"]
+    whole_reads = reads.count(job_id)
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=auth)  # free the worker
+
+    assert response.status_code == 202
+    assert whole_reads == 1  # the answer's own, once the wait ran out

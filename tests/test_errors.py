@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 
 from packagerepo.config import Settings
 
@@ -100,3 +101,26 @@ def test_redis_down_is_a_fast_503(tmp_path):
     assert_envelope(response, 503, "QUEUE_UNAVAILABLE")
     # Generous bound: the point is "no hang", not speed.
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        redis.exceptions.OutOfMemoryError("OOM command not allowed"),
+        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+        redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+    ],
+)
+def test_a_redis_that_refuses_writes_is_a_503_not_a_500(
+    client, auth, workflows, monkeypatch, refusal
+):
+    """Found by an adversarial pass: maxmemory with noeviction gave a 500."""
+    limits = client.application.extensions["packagerepo"].rate_limits
+
+    def refuse(*_args, **_kwargs):
+        raise refusal
+
+    monkeypatch.setattr(limits, "hit", refuse)
+    response = client.post("/v1/workflows/greet/execute", json={}, headers=auth)
+
+    assert_envelope(response, 503, "QUEUE_UNAVAILABLE")

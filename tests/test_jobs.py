@@ -74,6 +74,16 @@ def test_wait_answers_200_with_the_result_when_the_job_ends_in_time(
     assert response.get_json()["result"]["greeting"] == "Hello, Grace!"
 
 
+@pytest.mark.parametrize("wait", ["1_0", "%EF%BC%95", "1e1", "-0", "0x1"])
+def test_wait_must_be_written_as_plain_decimal_seconds(client, auth, workflows, wait):
+    """Found by an adversarial pass: float() took "1_0" as 10 and a
+    full-width digit as 5."""
+    response = submit(client, auth, "greet", {}, f"?wait={wait}")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "INVALID_REQUEST"
+
+
 def test_wait_longer_than_thirty_seconds_is_refused(client, auth, workflows):
     response = submit(client, auth, "greet", {}, "?wait=31")
 

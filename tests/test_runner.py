@@ -81,3 +81,22 @@ def test_a_message_naming_the_wrong_tenant_leaves_the_job_alone(settings, workfl
     assert services.jobs.get(tenant, job["id"])["status"] == "queued"
     _runner(services).run(job["id"])  # a message of the old form: id only
     assert services.jobs.get(tenant, job["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("job_id", "tenant"), [(["j"], None), ("j", ["acme"]), ({"a": 1}, "acme")]
+)
+def test_a_malformed_execute_message_is_dropped_without_a_traceback(
+    monkeypatch, caplog, job_id, tenant
+):
+    """Found by an adversarial pass: a forged message whose tenant was a
+    list raised a redis DataError with a traceback in the worker."""
+    import worker.tasks
+
+    def no_runner(*_args):
+        raise AssertionError("a malformed message reached the runner")
+
+    monkeypatch.setattr(worker.tasks, "current_runner", no_runner)
+    worker.tasks.execute.run(job_id, tenant)
+
+    assert "malformed execute message was dropped" in caplog.text

@@ -85,12 +85,16 @@ def _send_webhook(job_id: str) -> None:
     ignore_result=True,
     time_limit=MAX_EXECUTION_SECONDS + HARD_LIMIT_GRACE_SECONDS,
 )
-def execute(job_id: str, tenant: str | None = None) -> None:
+def execute(job_id: Any, tenant: Any = None) -> None:
     """Run the job; every outcome is written to the job record, not returned.
 
     Messages sent before the tenant travelled with them carry the job id
-    alone; the runner looks the tenant up for those.
+    alone; the runner looks the tenant up for those. Arguments of any other
+    shape (a forged or corrupt message) are dropped.
     """
+    if not isinstance(job_id, str) or not isinstance(tenant, str | None):
+        log.warning("A malformed execute message was dropped.")
+        return
     current_runner(_enqueue, _send_webhook).run(job_id, tenant)
 
 

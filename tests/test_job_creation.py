@@ -1,0 +1,123 @@
+"""Creating a job with its message when Redis answers badly: a create sent
+again after a lost reply, an Idempotency-Key whose first request failed.
+
+Found by an adversarial pass (a proxy that swallowed the reply to the first
+EXEC): redis-py sends a command again once when its reply is lost, and the
+second create reset a job a worker had already run to ``queued``, so it ran
+twice; the 503 that followed released the key, so a retry ran a third time.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from packagerepo import keys
+from packagerepo.jobs import JobStatus
+from worker.celery_app import QUEUE, execute_message, make_celery
+
+pytestmark = pytest.mark.integration
+
+
+def _create(services, tenant: str, job_id: str):
+    app = make_celery(services.settings)
+    return services.jobs.create(
+        tenant=tenant,
+        workflow="greet",
+        digest="d",
+        input={"name": "x"},
+        submitted_by="t",
+        job_id=job_id,
+        message=execute_message(app, job_id, 5, tenant=tenant),
+    )
+
+
+def _messages_for(client, job_id: str) -> int:
+    return sum(job_id in raw.decode() for raw in client.lrange(QUEUE, 0, -1))
+
+
+def test_a_create_sent_again_after_the_job_ran_changes_nothing(isolated_stack):
+    stack = isolated_stack()  # no worker: the message stays in the queue
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+    assert services.jobs.claim(tenant, job_id, "w1")[0] == "claimed"
+    services.jobs.finish(tenant, job_id, JobStatus.SUCCEEDED, owner="w1")
+
+    _create(services, tenant, job_id)  # what redis-py's retry sends
+
+    job = services.jobs.get(tenant, job_id)
+    assert job["status"] == "succeeded" and job["attempts"] == 1
+    assert _messages_for(stack.redis.client(), job_id) == 1
+
+
+def test_a_retry_after_an_unknown_outcome_gets_the_job_the_key_is_bound_to(
+    isolated_stack, monkeypatch
+):
+    """The create's reply was lost twice (was it written?): the key stays
+    bound, and the retry answers with the job once it exists, never a
+    second job."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    identity = services.accounts.add_user(
+        f"u-{uuid.uuid4().hex[:8]}", "pw-create", tenant="acme", scopes=["read"]
+    )
+    token, _ = services.accounts.issue_token(identity)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-lost"}
+    from tests.conftest import GREET
+
+    services.catalog.save("acme", GREET["id"], GREET)
+    real = services.jobs.create
+    created: list[str] = []
+
+    def written_but_reply_lost(**job):
+        created.append(real(**job)["id"])
+        raise redis.ConnectionError("the reply was lost")
+
+    monkeypatch.setattr(services.jobs, "create", written_but_reply_lost)
+    client = stack.app.test_client()
+    first = client.post("/v1/workflows/greet/execute", json={}, headers=headers)
+    monkeypatch.setattr(services.jobs, "create", real)
+    retry = client.post("/v1/workflows/greet/execute", json={}, headers=headers)
+
+    assert first.status_code in (202, 503), first.get_json()
+    assert retry.status_code in (200, 202), retry.get_json()
+    assert retry.get_json()["job"]["id"] == created[0]
+    assert services.redis.zcard(keys.job_index("acme")) == 1
+
+
+def test_a_key_bound_to_a_job_that_was_never_written_is_taken_over(
+    isolated_stack, monkeypatch
+):
+    """The first request bound the key, then Redis went away before the
+    job was written and before the key could be released: the retry must
+    run the job, not answer 404 for a day."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    identity = services.accounts.add_user(
+        f"u-{uuid.uuid4().hex[:8]}", "pw-create", tenant="acme", scopes=["read"]
+    )
+    token, _ = services.accounts.issue_token(identity)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-orphan"}
+    from tests.conftest import GREET
+
+    services.catalog.save("acme", GREET["id"], GREET)
+    real = services.jobs.create
+
+    def redis_gone(**_job):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(services.jobs, "create", redis_gone)
+    monkeypatch.setattr(services.jobs, "release_idempotency_key", redis_gone)
+    client = stack.app.test_client()
+    first = client.post("/v1/workflows/greet/execute", json={}, headers=headers)
+    monkeypatch.setattr(services.jobs, "create", real)
+    retry = client.post("/v1/workflows/greet/execute", json={}, headers=headers)
+
+    assert first.status_code == 503
+    assert retry.status_code == 202, retry.get_json()
+    job_id = retry.get_json()["job"]["id"]
+    assert services.jobs.get("acme", job_id)["status"] == "queued"
+    assert _messages_for(stack.redis.client(), job_id) == 1
