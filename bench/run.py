@@ -107,8 +107,12 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
     e2e.publish_artifact(client)
     e2e.register_wait_workflow(client, stack)
 
+    # Warmed at the highest concurrency the run uses, so every API thread
+    # that will serve has served before the baseline snapshot: a thread's
+    # first requests grow the process (its stack, its allocator arena) once.
+    concurrency = max(plan.concurrencies)
     log.info("Warming up with %d executions.", plan.memory_baseline)
-    warm = e2e.executions(stack, token, plan.memory_baseline, concurrency=4)
+    warm = e2e.executions(stack, token, plan.memory_baseline, concurrency)
     before = e2e.memory_snapshot(stack)
     done = len(warm.latencies)
 
@@ -121,9 +125,10 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
 
     # A third snapshot halfway through the rest tells a plateau (no growth
     # over the second half) from a slow leak (growth in both halves).
-    remaining = max(0, plan.memory_executions - done)
+    # At least a fifth of the target count, even when the phases before
+    # already ran that many: the second half must have executions in it.
+    remaining = max(plan.memory_executions - done, plan.memory_executions // 5)
     log.info("Running %d more executions for the memory check.", remaining)
-    concurrency = max(plan.concurrencies)
     first_half = remaining // 2
     if first_half:
         e2e.executions(stack, token, first_half, concurrency=concurrency)
