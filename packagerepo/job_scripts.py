@@ -90,7 +90,15 @@ CLAIM = (
 -- A message for the job arrived: it is no longer "sent and unseen".
 redis.call('ZREM', KEYS[8], ARGV[4])
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"queued"' then return status or false end
+-- The same claim sent again (its reply was lost) claims again.
+local again = status == '"running"'
+  and redis.call('HGET', KEYS[1], 'worker') == ARGV[2]
+if not again and status ~= '"queued"' then return status or false end
+if again then
+  local job = redis.call('HMGET', KEYS[1], unpack(ARGV, 12))
+  table.insert(job, 1, 'claimed')
+  return job
+end
 if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
   redis.call('ZADD', KEYS[4], 'NX', ARGV[8], ARGV[5])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
@@ -119,14 +127,23 @@ return job
 # paused past its lease cannot end a job another worker re-ran. With a cap
 # (ARGV[6]) the tenant's deferred jobs that now fit are released in the same
 # step: answers {'finished', released id, ...}. Field pairs follow the events.
+# The owner that ended the job is kept in ``ended_by``.
 # The end is announced on the channel of all ended jobs (KEYS[10]).
 FINISH = (
     """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= '"running"' and status ~= '"queued"' then return status or false end
+if status ~= '"running"' and status ~= '"queued"' then
+  -- The same end sent again (its reply was lost) still counts as this
+  -- claim's end; its released jobs are left to the reapers.
+  if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'ended_by') == ARGV[5] then
+    return {'finished'}
+  end
+  return status or false
+end
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then
   return 'not-owner'
 end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ended_by', ARGV[5]) end
 local events = tonumber(ARGV[8])
 for i = 9 + events, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])

@@ -121,3 +121,43 @@ def test_a_key_bound_to_a_job_that_was_never_written_is_taken_over(
     job_id = retry.get_json()["job"]["id"]
     assert services.jobs.get("acme", job_id)["status"] == "queued"
     assert _messages_for(stack.redis.client(), job_id) == 1
+
+
+def test_a_claim_sent_again_by_the_same_claim_still_claims(isolated_stack):
+    """A lost reply to the claim used to answer "running" to the retry: the
+    worker dropped the job, which then waited out its lease to run again."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+
+    first = services.jobs.claim(tenant, job_id, "w1/abc")
+    again = services.jobs.claim(tenant, job_id, "w1/abc")
+    other = services.jobs.claim(tenant, job_id, "w2/def")
+
+    assert first[0] == again[0] == "claimed"
+    assert again[1]["attempts"] == 1 and again[1]["worker"] == "w1/abc"
+    assert other[1] is None and "running" in other[0]
+
+
+def test_an_end_sent_again_by_the_same_claim_still_counts_as_its_end(isolated_stack):
+    """A lost reply to the end used to answer "already ended" to the retry,
+    so the job's webhook was never sent."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+    services.jobs.claim(tenant, job_id, "w1/abc")
+
+    def end():
+        return services.jobs.end_run(
+            tenant, job_id, JobStatus.SUCCEEDED, owner="w1/abc", fields={}
+        )
+
+    assert end() == (True, [])
+    assert end() == (True, [])
+    events = [e["event"] for _, e in services.jobs.events_since(tenant, job_id, 0)]
+    assert events.count("done") == 1
+    assert services.jobs.end_run(
+        tenant, job_id, JobStatus.FAILED, owner="w2/def", fields={}
+    ) == (False, [])

@@ -148,7 +148,7 @@ def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
-    hidden = {"input", "cancel_requested", "digest", "worker", "deliveries"}
+    hidden = {"input", "cancel_requested", "digest", "worker", "ended_by", "deliveries"}
     return {name: value for name, value in job.items() if name not in hidden}
 
 
