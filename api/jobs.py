@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -39,6 +40,7 @@ from packagerepo.errors import (
     PackageRepoError,
     QueueUnavailable,
 )
+from packagerepo.idempotency import Binding, KeyMoved
 from packagerepo.jobs import CancelOutcome, JobStatus, JobStore, new_job_id
 from packagerepo.logs import log_context
 from worker.celery_app import execute_message, send_webhook
@@ -99,23 +101,50 @@ def execute(name: str) -> Response:
     validated.report.raise_for_errors()
 
     job_id = new_job_id()
-    existing = _replayed_job(tenant, name, workflow_input, job_id)
-    if existing is not None:
-        # A replay answers like the first request would have: with ?wait,
-        # the result once the job ends.
-        ended = _await_end(tenant, existing["id"], wait) if wait > 0 else None
-        if ended is None:
-            return _accepted(_current(existing), status=200)
-        return _finished_response(ended)
+    binding = _binding(tenant, name, workflow_input)
+    try:
+        existing = _bound_job(binding, job_id) if binding else None
+        if existing is None:
+            new = _NewJob(tenant, name, job_id, validated, workflow_input)
+            return _run_new(new, identity, callback_url, wait, binding)
+    except KeyMoved:
+        # Another request took the key over while this one was creating its
+        # job, which was therefore not created: answer with that request's.
+        existing = _bound_job(binding, job_id) if binding else None
+        if existing is None:
+            raise QueueUnavailable("The job for this Idempotency-Key is not ready.")
+    # A replay answers like the first request would have: with ?wait, the
+    # result once the job ends.
+    ended = _await_end(tenant, existing["id"], wait) if wait > 0 else None
+    if ended is None:
+        return _accepted(_current(existing), status=200)
+    return _finished_response(ended)
 
-    submit = (tenant, name, job_id, validated, workflow_input, identity, callback_url)
+
+@dataclass(frozen=True)
+class _NewJob:
+    tenant: str
+    workflow: str
+    job_id: str
+    validated: CachedWorkflow
+    input: Any
+
+
+def _run_new(
+    new: _NewJob,
+    identity: Identity | None,
+    callback_url: str | None,
+    wait: float,
+    binding: Binding | None,
+) -> Response:
+    """Create the job; with ``wait``, answer once it ends or the wait runs out."""
     if wait <= 0:
-        return _accepted(_submit(*submit), status=202)
+        return _accepted(_submit(new, identity, callback_url, binding), status=202)
     # The waiter is registered before the job exists, so its end cannot
     # slip by unheard.
-    with state.ended_jobs.waiting(tenant, job_id) as (waiter, listening):
-        job = _submit(*submit)
-        ended = _wait_for_end(tenant, job_id, wait, waiter, look=not listening)
+    with services().ended_jobs.waiting(new.tenant, new.job_id) as (waiter, listening):
+        job = _submit(new, identity, callback_url, binding)
+        ended = _wait_for_end(new.tenant, new.job_id, wait, waiter, look=not listening)
     if ended is None:
         # The wait ran out: the job as it is now (running, most likely), not
         # as it was submitted.
@@ -131,38 +160,38 @@ def _current(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _submit(
-    tenant: str,
-    name: str,
-    job_id: str,
-    validated: CachedWorkflow,
-    workflow_input: Any,
+    new: _NewJob,
     identity: Identity | None,
     callback_url: str | None,
+    binding: Binding | None,
 ) -> dict[str, Any]:
-    """Create the queued job together with its message."""
-    timeout_seconds = execution_timeout(validated.document)
+    """Create the queued job together with its message; KeyMoved when the
+    Idempotency-Key names another job by now."""
+    tenant, job_id = new.tenant, new.job_id
+    timeout_seconds = execution_timeout(new.validated.document)
     try:
         job = services().jobs.create(
             tenant=tenant,
-            workflow=name,
-            digest=validated.digest,
-            input=workflow_input,
+            workflow=new.workflow,
+            digest=new.validated.digest,
+            input=new.input,
             submitted_by=identity.username if identity else "anonymous",
             callback_url=callback_url,
             request_id=g.get("request_id"),
             job_id=job_id,
-            total_nodes=len(validated.document["nodes"]),
+            total_nodes=len(new.validated.document["nodes"]),
             timeout_seconds=timeout_seconds,
             message=execute_message(celery(), job_id, timeout_seconds, tenant=tenant),
+            fence=binding.fence(job_id) if binding else None,
         )
     except redis.RedisError:
-        written = _written_anyway(tenant, job_id)
+        written = _written_anyway(tenant, job_id, binding)
         if written is None:
             raise
         job = written
-    with log_context(tenant=tenant, job=job_id, workflow=name):
-        log.info("Job %s was submitted for workflow %s.", job_id, name)
-    metrics.job_submitted(name, tenant)
+    with log_context(tenant=tenant, job=job_id, workflow=new.workflow):
+        log.info("Job %s was submitted for workflow %s.", job_id, new.workflow)
+    metrics.job_submitted(new.workflow, tenant)
     return job
 
 
@@ -173,22 +202,20 @@ def _accepted(job: dict[str, Any], *, status: int) -> Response:
     return response
 
 
-def _release_idempotency_key(tenant: str, job_id: str) -> None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        with contextlib.suppress(Exception):
-            services().jobs.release_idempotency_key(tenant, key, job_id)
-
-
-def _written_anyway(tenant: str, job_id: str) -> dict[str, Any] | None:
+def _written_anyway(
+    tenant: str, job_id: str, binding: Binding | None
+) -> dict[str, Any] | None:
     """After a create that failed: the job if it was written all the same
     (only its reply was lost), else None. The Idempotency-Key is released
     only once the job is known not to exist; when Redis cannot say, the key
-    stays bound and a retry finds out (``_replayed_job``)."""
+    stays and a retry finds out (``_bound_job``)."""
+    state = services()
     try:
-        return services().jobs.get(tenant, job_id)
+        return state.jobs.get(tenant, job_id)
     except NotFound:
-        _release_idempotency_key(tenant, job_id)
+        if binding is not None:
+            with contextlib.suppress(redis.RedisError):
+                state.idempotency.release(binding, job_id)
     except redis.RedisError:
         pass
     return None
@@ -211,37 +238,35 @@ def _callback_url() -> str | None:
     return webhooks.check_destination(url, services().settings).url
 
 
-def _replayed_job(
-    tenant: str, workflow: str, workflow_input: Any, job_id: str
-) -> dict[str, Any] | None:
-    """The job an earlier request with the same Idempotency-Key created, or
-    None when this request is to create ``job_id``.
-
-    A key bound to a job that never came to exist (its request failed and
-    could not release the key) is taken over, so the retry runs the job.
-    """
+def _binding(tenant: str, workflow: str, workflow_input: Any) -> Binding | None:
+    """The request's Idempotency-Key with the digest of what it asks for."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not 1 <= len(key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters.")
-
-    jobs = services().jobs
     canonical = json.dumps([workflow, workflow_input], sort_keys=True)
-    body_digest = hashlib.sha256(canonical.encode()).hexdigest()
-    bound = jobs.reserve_idempotency_key(tenant, key, body_digest, job_id)
-    if bound is None:
-        return None
-    existing = _created_job(tenant, bound)
-    if existing is not None:
-        return existing
-    bound = jobs.rebind_idempotency_key(tenant, key, body_digest, bound, job_id)
-    if bound == job_id:
-        return None
-    existing = _created_job(tenant, bound)
-    if existing is None:
-        raise QueueUnavailable("The job for this Idempotency-Key is not ready.")
-    return existing
+    return Binding(tenant, key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def _bound_job(binding: Binding, job_id: str) -> dict[str, Any] | None:
+    """The job an earlier request with the same Idempotency-Key created, or
+    None when this request is to create ``job_id`` (the key names it now).
+
+    A key naming a job that does not exist after a second (its request
+    failed, or is slow) moves to ``job_id``, but only if that job still does
+    not exist: ``packagerepo.idempotency`` keeps it to one job per key.
+    """
+    keys_ = services().idempotency
+    bound = keys_.reserve(binding, job_id)
+    for _ in range(2):
+        if bound is None or bound == job_id:
+            return None
+        existing = _created_job(binding.tenant, bound)
+        if existing is not None:
+            return existing
+        bound = keys_.take_over(binding, bound, job_id)
+    raise QueueUnavailable("The job for this Idempotency-Key is not ready.")
 
 
 def _required_scope(document: dict[str, Any]) -> str:

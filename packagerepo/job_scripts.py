@@ -52,14 +52,17 @@ end
 """
 
 
-# A new queued job: its hash (field pairs ARGV[9..]), tenant pointer, index
+# A new queued job: its hash (field pairs ARGV[10..]), tenant pointer, index
 # entry, "sent" mark and, unless ARGV[8] is empty, its queue message, all in
 # one step. Does nothing and answers 0 when the job exists: a create sent
 # again (redis-py repeats a command whose reply was lost) must not reset a
-# job a worker has claimed or even finished, nor queue it twice.
+# job a worker has claimed or even finished, nor queue it twice. With a
+# fence (ARGV[9], the Idempotency-Key record KEYS[6] must hold) it answers
+# -1 and creates nothing when the key names another job.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+if ARGV[9] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[9] then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
@@ -68,16 +71,6 @@ redis.call('EXPIRE', KEYS[3], ARGV[7])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 if ARGV[8] ~= '' then redis.call('LPUSH', KEYS[5], ARGV[8]) end
 return 1
-"""
-
-# The idempotency record KEYS[1] moves from ARGV[1] (a job that was never
-# written) to ARGV[2] only if it still holds ARGV[1]; answers the record it
-# holds afterwards.
-REBIND = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-end
-return redis.call('GET', KEYS[1])
 """
 
 # queued -> running; bumps attempts, records the worker, leases the job,

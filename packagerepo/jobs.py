@@ -10,7 +10,6 @@ sequence number, so SSE clients can replay and then follow without gaps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -23,7 +22,8 @@ import redis
 from redis.typing import EncodableT
 
 from packagerepo import job_scripts, keys
-from packagerepo.errors import IdempotencyKeyReused, NotFound
+from packagerepo.errors import NotFound
+from packagerepo.idempotency import KeyMoved
 
 
 class JobStatus(StrEnum):
@@ -102,14 +102,6 @@ def event_json(kind: str, payload: dict[str, Any]) -> str:
     return json.dumps({"event": kind, "data": payload})
 
 
-def _idempotency_key(tenant: str, key: str) -> str:
-    return keys.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
-
-
-def _idempotency_record(job_id: str, body_digest: str) -> str:
-    return json.dumps({"job": job_id, "body": body_digest})
-
-
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -125,7 +117,6 @@ class JobStore:
         self.redis = client
         self.lease_seconds = lease_seconds
         self._create = client.register_script(job_scripts.CREATE)
-        self._rebind = client.register_script(job_scripts.REBIND)
         self._claim = client.register_script(job_scripts.CLAIM)
         self._finish = client.register_script(job_scripts.FINISH)
         self._requeue = client.register_script(job_scripts.REQUEUE)
@@ -147,6 +138,7 @@ class JobStore:
         total_nodes: int = 0,
         timeout_seconds: float | None = None,
         message: tuple[str, str] | None = None,
+        fence: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """Store a new queued job and index it for the tenant.
 
@@ -156,7 +148,10 @@ class JobStore:
         running it again. ``message`` (a list and a payload) is pushed in
         the same step: the job's queue message, so the job and its message
         exist together or not at all. Creating a job that exists changes
-        nothing (see ``job_scripts.CREATE``).
+        nothing (see ``job_scripts.CREATE``). With ``fence`` (an
+        Idempotency-Key and the record it must hold,
+        ``packagerepo.idempotency``) the job is created only while the key
+        names it, else KeyMoved.
         """
         job_id = job_id or new_job_id()
         job = {
@@ -186,13 +181,15 @@ class JobStore:
         for name, value in _encode(job).items():
             pairs += [name, value]
         queue, payload = message if message is not None else ("", "")
-        self._create(
+        fence_key, fence_record = fence if fence is not None else ("", "")
+        created = self._create(
             keys=[
                 keys.job(tenant, job_id),
                 keys.job_tenant(job_id),
                 keys.job_index(tenant),
                 keys.sent_jobs(),
                 queue,
+                fence_key,
             ],
             args=[
                 keys.JOB_PENDING_TTL,
@@ -203,57 +200,13 @@ class JobStore:
                 keys.JOB_INDEX_MAX,
                 keys.JOB_TTL,
                 payload,
+                fence_record,
                 *pairs,
             ],
         )
+        if created == -1:
+            raise KeyMoved(f"The Idempotency-Key names another job than {job_id}.")
         return job
-
-    def reserve_idempotency_key(
-        self, tenant: str, key: str, body_digest: str, job_id: str
-    ) -> str | None:
-        """Bind ``key`` to ``job_id`` for 24 hours.
-
-        Returns None when the key is new (the caller creates the job), or the
-        job id already bound to the key when the body is the same; the same
-        key with another body is IdempotencyKeyReused.
-        """
-        record = _idempotency_record(job_id, body_digest)
-        redis_key = _idempotency_key(tenant, key)
-        if self.redis.set(redis_key, record, nx=True, ex=keys.IDEMPOTENCY_TTL):
-            return None
-
-        existing = json.loads(self.redis.get(redis_key) or "{}")
-        if existing.get("body") != body_digest:
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was used with a different request body."
-            )
-        bound: str = existing["job"]
-        return bound
-
-    def rebind_idempotency_key(
-        self, tenant: str, key: str, body_digest: str, stale_job: str, job_id: str
-    ) -> str:
-        """Bind ``key`` to ``job_id`` in place of ``stale_job``, a job that
-        was never written (its request failed before it could release the
-        key). Answers the job the key is bound to afterwards: ``job_id``,
-        or whatever another request bound it to meanwhile."""
-        bound = self._rebind(
-            keys=[_idempotency_key(tenant, key)],
-            args=[
-                _idempotency_record(stale_job, body_digest),
-                _idempotency_record(job_id, body_digest),
-                keys.IDEMPOTENCY_TTL,
-            ],
-        )
-        job: str = json.loads(bound or "{}").get("job", job_id)
-        return job
-
-    def release_idempotency_key(self, tenant: str, key: str, job_id: str) -> None:
-        """Unbind ``key`` if it still names ``job_id`` (a job that never ran)."""
-        redis_key = _idempotency_key(tenant, key)
-        raw = self.redis.get(redis_key)
-        if raw and json.loads(raw).get("job") == job_id:
-            self.redis.delete(redis_key)
 
     def tenant_of(self, job_id: str) -> str | None:
         """The tenant owning ``job_id``, or None when it is unknown."""

@@ -21,6 +21,7 @@ from redis.retry import Retry
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
 from packagerepo.endings import EndedJobs
+from packagerepo.idempotency import IdempotencyKeys
 from packagerepo.jobs import JobStore
 from packagerepo.ratelimit import RateLimits
 
@@ -72,6 +73,10 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         return JobStore(self.redis, lease_seconds=self.settings.lease_seconds)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.redis)
 
     @cached_property
     def rate_limits(self) -> RateLimits:

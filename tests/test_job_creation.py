@@ -15,6 +15,8 @@ import pytest
 import redis
 
 from packagerepo import keys
+from packagerepo.errors import IdempotencyKeyReused
+from packagerepo.idempotency import Binding, KeyMoved
 from packagerepo.jobs import JobStatus
 from worker.celery_app import QUEUE, execute_message, make_celery
 
@@ -106,11 +108,11 @@ def test_a_key_bound_to_a_job_that_was_never_written_is_taken_over(
     services.catalog.save("acme", GREET["id"], GREET)
     real = services.jobs.create
 
-    def redis_gone(**_job):
+    def redis_gone(*_args, **_job):
         raise redis.ConnectionError("Redis went away")
 
     monkeypatch.setattr(services.jobs, "create", redis_gone)
-    monkeypatch.setattr(services.jobs, "release_idempotency_key", redis_gone)
+    monkeypatch.setattr(services.idempotency, "release", redis_gone)
     client = stack.app.test_client()
     first = client.post("/v1/workflows/greet/execute", json={}, headers=headers)
     monkeypatch.setattr(services.jobs, "create", real)
@@ -161,3 +163,98 @@ def test_an_end_sent_again_by_the_same_claim_still_counts_as_its_end(isolated_st
     assert services.jobs.end_run(
         tenant, job_id, JobStatus.FAILED, owner="w2/def", fields={}
     ) == (False, [])
+
+
+# The rules of packagerepo.idempotency, each against the race an adversarial
+# pass found (a proxy that held or swallowed Redis replies).
+
+
+def _binding(body: str = "b1") -> Binding:
+    return Binding("acme", f"k-{uuid.uuid4().hex[:8]}", body)
+
+
+def test_a_slow_create_that_lands_after_a_take_over_creates_nothing(isolated_stack):
+    """A's create was held 2 s; B took the key over at 1 s: both ran."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    binding, a, b = _binding(), uuid.uuid4().hex, uuid.uuid4().hex
+    assert services.idempotency.reserve(binding, a) is None
+    assert services.idempotency.take_over(binding, a, b) == b
+
+    with pytest.raises(KeyMoved):
+        services.jobs.create(
+            tenant="acme", workflow="greet", digest="d", input={},
+            submitted_by="t", job_id=a, fence=binding.fence(a),
+        )  # fmt: skip
+    services.jobs.create(
+        tenant="acme", workflow="greet", digest="d", input={},
+        submitted_by="t", job_id=b, fence=binding.fence(b),
+    )  # fmt: skip
+
+    assert services.redis.zcard(keys.job_index("acme")) == 1
+
+
+def test_a_key_whose_job_exists_is_never_taken_over(isolated_stack):
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    binding, a, b = _binding(), uuid.uuid4().hex, uuid.uuid4().hex
+    services.idempotency.reserve(binding, a)
+    services.jobs.create(
+        tenant="acme", workflow="greet", digest="d", input={},
+        submitted_by="t", job_id=a, fence=binding.fence(a),
+    )  # fmt: skip
+
+    assert services.idempotency.take_over(binding, a, b) == a
+
+
+def test_a_key_released_under_a_waiting_retry_is_taken_by_that_retry_alone(
+    isolated_stack,
+):
+    """A failed and released the key while B waited: B took it over without
+    binding it, so C's retry found it free and ran a job of its own."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    binding, a, b, c = (_binding(), *(uuid.uuid4().hex for _ in range(3)))
+    services.idempotency.reserve(binding, a)
+    services.idempotency.release(binding, a)
+
+    assert services.idempotency.take_over(binding, a, b) == b
+    assert services.idempotency.reserve(binding, c) == b
+
+
+def test_a_release_leaves_a_key_that_moved_on_alone(isolated_stack):
+    """A's release (GET, then DEL) deleted the binding B had just taken."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    binding, a, b, c = (_binding(), *(uuid.uuid4().hex for _ in range(3)))
+    services.idempotency.reserve(binding, a)
+    services.idempotency.take_over(binding, a, b)
+
+    services.idempotency.release(binding, a)
+
+    assert services.idempotency.reserve(binding, c) == b
+
+
+def test_a_take_over_answering_another_body_is_a_reused_key(isolated_stack):
+    """The record a take-over answered was used without its body compared:
+    a replay with body X got the job of body Y."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    first = _binding("body-y")
+    other = Binding(first.tenant, first.key, "body-x")
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    services.idempotency.reserve(first, a)
+
+    with pytest.raises(IdempotencyKeyReused):
+        services.idempotency.take_over(other, a, b)
+
+
+def test_an_anonymous_key_lives_no_longer_than_an_anonymous_job(isolated_stack):
+    """Keys lived 24 h, anonymous jobs 5 min: a replay after that ran the job
+    again (a new token from auth_login)."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    binding = Binding(keys.ANONYMOUS_TENANT, "k-anon", "b")
+    services.idempotency.reserve(binding, uuid.uuid4().hex)
+
+    assert 0 < services.redis.ttl(binding.redis_key) <= keys.ANONYMOUS_JOB_TTL

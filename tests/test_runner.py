@@ -100,3 +100,55 @@ def test_a_malformed_execute_message_is_dropped_without_a_traceback(
     worker.tasks.execute.run(job_id, tenant)
 
     assert "malformed execute message was dropped" in caplog.text
+
+
+def test_a_job_whose_end_meets_a_redis_restart_still_ends_once_redis_is_back(
+    settings, workflows, monkeypatch
+):
+    """Found by an adversarial pass: a 2 s Redis restart made the end fail
+    after one quick retry; the job stayed running until its lease lapsed,
+    then ran again."""
+    import redis
+
+    tenant = workflows
+    services = Services(settings)
+    job = _queued_greet(services, tenant)
+    real_end = services.jobs.end_run
+    failures: list[int] = []
+
+    def restarting(*args, **kwargs):
+        if len(failures) < 3:
+            failures.append(1)
+            raise redis.ConnectionError("Redis is restarting")
+        return real_end(*args, **kwargs)
+
+    monkeypatch.setattr(services.jobs, "end_run", restarting)
+    _runner(services).run(job["id"], tenant)
+
+    ended = services.jobs.get(tenant, job["id"])
+    assert len(failures) == 3
+    assert ended["status"] == "succeeded" and ended["attempts"] == 1
+
+
+def test_a_cancel_check_that_cannot_reach_redis_goes_on_and_says_so_once(caplog):
+    import redis
+
+    from worker.runner import CancelCheck
+
+    class Unreachable:
+        calls = 0
+
+        def cancel_requested(self, _tenant, _job_id):
+            Unreachable.calls += 1
+            raise redis.ConnectionError("Redis is down")
+
+    class FakeServices:
+        jobs = Unreachable()
+
+    check = CancelCheck(FakeServices(), "acme", "job-1")
+    check._checked_at -= 1  # as if the first interval had passed
+    answers = [check() for _ in range(50)]
+
+    assert answers == [False] * 50
+    assert Unreachable.calls == 1  # then it pauses before asking again
+    assert caplog.text.count("cannot tell whether it was cancelled") == 1

@@ -19,6 +19,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
 from packagerepo import keys, metrics
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CANCELLED = {"code": "CANCELLED", "message": "The job was cancelled.", "status": 409}
+
+END_RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=8)
+"""How long a worker keeps trying to record a job's end: about six seconds
+of pauses, each try on top of the client's own quick retry."""
 
 
 Enqueue = Callable[[str, str], None]
@@ -203,15 +211,24 @@ class JobRunner:
         started: float,
         node_events: list[str],
     ) -> None:
-        ended, released = self.services.jobs.end_run(
-            tenant,
-            job_id,
-            status,
-            owner=job["worker"],
-            fields=fields,
-            node_events=node_events,
-            release_cap=self.services.settings.tenant_max_running,
-        )
+        def end_run() -> tuple[bool, list[str]]:
+            return self.services.jobs.end_run(
+                tenant,
+                job_id,
+                status,
+                owner=job["worker"],
+                fields=fields,
+                node_events=node_events,
+                release_cap=self.services.settings.tenant_max_running,
+            )
+
+        def failed(error: Exception) -> None:
+            log.warning("Ending job %s failed (%s); trying again.", job_id, error)
+
+        # The outcome is known: a Redis restarting for a few seconds must not
+        # leave the job running until its lease lapses and it runs again.
+        # Sending the end again is safe (job_scripts.FINISH).
+        ended, released = END_RETRY.call_with_retry(end_run, failed)
         for deferred in released:
             self.enqueue(tenant, deferred)
         if ended:
@@ -353,6 +370,9 @@ class CancelCheck:
     """
 
     INTERVAL_SECONDS = 0.05
+    UNREACHABLE_PAUSE_SECONDS = 1.0
+    """While Redis does not answer, ask again only this often (and say so
+    once): the run goes on as not cancelled."""
 
     def __init__(self, services: Services, tenant: str, job_id: str) -> None:
         self._jobs = services.jobs
@@ -360,12 +380,26 @@ class CancelCheck:
         self._job_id = job_id
         self._checked_at = time.monotonic()
         self._cancelled = False
+        self._unreachable = False
 
     def __call__(self) -> bool:
         now = time.monotonic()
         if not self._cancelled and now - self._checked_at >= self.INTERVAL_SECONDS:
             self._checked_at = now
-            self._cancelled = self._jobs.cancel_requested(self._tenant, self._job_id)
+            try:
+                self._cancelled = self._jobs.cancel_requested(
+                    self._tenant, self._job_id
+                )
+                self._unreachable = False
+            except (redis.ConnectionError, redis.TimeoutError):
+                if not self._unreachable:
+                    log.warning(
+                        "Job %s cannot tell whether it was cancelled: Redis "
+                        "does not answer. It goes on.",
+                        self._job_id,
+                    )
+                self._unreachable = True
+                self._checked_at = now + self.UNREACHABLE_PAUSE_SECONDS
         return self._cancelled
 
 
