@@ -18,6 +18,7 @@ from packagerepo import keys
 from packagerepo.errors import IdempotencyKeyReused
 from packagerepo.idempotency import Binding, KeyMoved
 from packagerepo.jobs import JobStatus
+from tests.conftest import GREET
 from worker.celery_app import QUEUE, execute_message, make_celery
 
 pytestmark = pytest.mark.integration
@@ -55,22 +56,26 @@ def test_a_create_sent_again_after_the_job_ran_changes_nothing(isolated_stack):
     assert _messages_for(stack.redis.client(), job_id) == 1
 
 
-def test_a_retry_after_an_unknown_outcome_gets_the_job_the_key_is_bound_to(
-    isolated_stack, monkeypatch
-):
-    """The create's reply was lost twice (was it written?): the key stays
-    bound, and the retry answers with the job once it exists, never a
-    second job."""
+def _keyed_stack(isolated_stack, key: str):
+    """A stack of the test's own with greet in tenant acme, and the headers
+    of a user of acme sending Idempotency-Key ``key``."""
     stack = isolated_stack()
     services = stack.app.extensions["packagerepo"]
     identity = services.accounts.add_user(
         f"u-{uuid.uuid4().hex[:8]}", "pw-create", tenant="acme", scopes=["read"]
     )
     token, _ = services.accounts.issue_token(identity)
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-lost"}
-    from tests.conftest import GREET
-
     services.catalog.save("acme", GREET["id"], GREET)
+    return stack, services, {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
+
+
+def test_a_retry_after_an_unknown_outcome_gets_the_job_the_key_is_bound_to(
+    isolated_stack, monkeypatch
+):
+    """The create's reply was lost twice (was it written?): the key stays
+    bound, and the retry answers with the job once it exists, never a
+    second job."""
+    stack, services, headers = _keyed_stack(isolated_stack, "k-lost")
     real = services.jobs.create
     created: list[str] = []
 
@@ -96,16 +101,7 @@ def test_a_key_bound_to_a_job_that_was_never_written_is_taken_over(
     """The first request bound the key, then Redis went away before the
     job was written and before the key could be released: the retry must
     run the job, not answer 404 for a day."""
-    stack = isolated_stack()
-    services = stack.app.extensions["packagerepo"]
-    identity = services.accounts.add_user(
-        f"u-{uuid.uuid4().hex[:8]}", "pw-create", tenant="acme", scopes=["read"]
-    )
-    token, _ = services.accounts.issue_token(identity)
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "k-orphan"}
-    from tests.conftest import GREET
-
-    services.catalog.save("acme", GREET["id"], GREET)
+    stack, services, headers = _keyed_stack(isolated_stack, "k-orphan")
     real = services.jobs.create
 
     def redis_gone(*_args, **_job):
