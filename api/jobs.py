@@ -76,14 +76,11 @@ def _wait_seconds() -> float:
     raw = request.args.get("wait")
     if raw is None:
         return 0.0
+    limit = services().settings.max_wait_seconds
     # float() alone would also take "1_0" and other scripts' digits.
-    if not WAIT_SYNTAX.fullmatch(raw):
-        raise InvalidRequest("wait must be a number of seconds.")
-    seconds = float(raw)
-    if not 0 <= seconds <= services().settings.max_wait_seconds:
-        limit = services().settings.max_wait_seconds
+    if not WAIT_SYNTAX.fullmatch(raw) or float(raw) > limit:
         raise InvalidRequest(f"wait must be between 0 and {limit} seconds.")
-    return seconds
+    return float(raw)
 
 
 @jobs_bp.post("/v1/workflows/<name>/execute")

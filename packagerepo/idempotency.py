@@ -123,7 +123,7 @@ def _job_of(binding: Binding, raw: bytes | str) -> str:
     record = json.loads(raw)
     if record.get("body") != binding.body_digest:
         raise IdempotencyKeyReused(
-            "This Idempotency-Key was used with a different request body."
+            "This Idempotency-Key was used with another workflow or body."
         )
     job: str = record["job"]
     return job
