@@ -288,6 +288,11 @@ def _wait_for_end(
     A look reads the job's status alone unless its end was announced, so
     waiting on a job with a large input costs little; a Redis that does not
     answer for a moment is waited out, not turned into an error.
+
+    NOTE: a look that Redis never answers (a frozen server, the connection
+    left open) takes ``socket_timeout`` twice, so the wait can overshoot its
+    deadline by that much per look; a client with a shorter timeout for
+    looks would bound it.
     """
     jobs = services().jobs
     deadline = time.monotonic() + timeout

@@ -201,6 +201,9 @@ EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"
 
 # Nodes ended: store the node log and progress, append their "node" events
 # (ARGV[5..]); only for the claim that holds the job (ARGV[4]).
+# NOTE: sent again after a lost reply (redis-py repeats it once), the events
+# are appended twice, with new sequence numbers; the node log itself is
+# right. A batch id the script remembers would make it idempotent.
 RECORD_NODES = (
     """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[4] then return 0 end

@@ -71,6 +71,11 @@ def _configure_worker_logging(**_kwargs: object) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
+# NOTE: a queue entry that is not kombu's JSON envelope stops the Celery
+# consumer that pops it (kombu cannot decode it and Celery treats that as
+# unrecoverable). Only whoever can write to Redis can put one there, and
+# Redis is private to the stack; a transport that set such entries aside
+# would lift it.
 def execute_message(
     app: Celery,
     job_id: str,
