@@ -239,11 +239,10 @@ class JobStore:
         worker: str,
         *,
         max_running: int = 1_000_000,
-        fields: Sequence[str] = CLAIMED_FIELDS,
     ) -> tuple[str, dict[str, Any] | None]:
         """Move a queued job to running under this worker's lease.
 
-        Answers ``("claimed", job)`` with ``fields`` of the job as it now is
+        Answers ``("claimed", job)`` with CLAIMED_FIELDS of the job as it now is
         (its ``running`` event already sent), ``("deferred", None)`` when the
         tenant runs ``max_running`` jobs already (the job waits in its
         deferred set, see ``release_deferred``), or the status that made the
@@ -272,11 +271,11 @@ class JobStore:
                 tenant,
                 event_json("status", {"status": JobStatus.RUNNING.value}),
                 keys.EVENT_LOG_TTL,
-                *fields,
+                *CLAIMED_FIELDS,
             ],
         )
         if isinstance(outcome, list):
-            return "claimed", _decode_values(fields, outcome[1:])
+            return "claimed", _decode_values(CLAIMED_FIELDS, outcome[1:])
         return (outcome.decode() if outcome else "missing"), None
 
     def release_deferred(self, tenant: str, max_running: int) -> list[str]:
