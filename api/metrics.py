@@ -15,7 +15,7 @@ import time
 from flask import Blueprint, Flask, Response, g, request
 
 from api import services
-from packagerepo import metrics
+from packagerepo import keys, metrics
 from worker.celery_app import QUEUE, queue_depth
 
 metrics_bp = Blueprint("metrics", __name__)
@@ -23,9 +23,21 @@ metrics_bp = Blueprint("metrics", __name__)
 
 @metrics_bp.get("/metrics")
 def scrape() -> Response:
-    state = services()
-    depth = metrics.QueueDepthCollector(QUEUE, lambda: queue_depth(state.redis))
-    return Response(metrics.exposition([depth]), content_type=metrics.CONTENT_TYPE)
+    redis = services().redis
+    gauges = [
+        metrics.ScrapeGauge(
+            "packagerepo_queue_depth",
+            "Messages waiting in the Celery queue (LLEN in Redis).",
+            lambda: queue_depth(redis),
+            {"queue": QUEUE},
+        ),
+        metrics.ScrapeGauge(
+            "packagerepo_unusable_messages",
+            "Queue entries workers set aside as no message (worker.transport).",
+            lambda: int(redis.llen(keys.unusable_messages())),
+        ),
+    ]
+    return Response(metrics.exposition(gauges), content_type=metrics.CONTENT_TYPE)
 
 
 def _start_timer() -> None:

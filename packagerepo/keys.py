@@ -145,3 +145,14 @@ def celery_unacked() -> tuple[str, str]:
     transport's defaults), not this service; the reaper reads them to find
     deliveries whose worker died before claiming the job."""
     return "unacked", "unacked_index"
+
+
+UNUSABLE_MESSAGES_MAX = 1000
+"""The set-aside list keeps this many of the latest entries."""
+
+
+def unusable_messages() -> str:
+    """List of the raw queue entries workers could not read as a message
+    (not kombu's envelope, or a body that does not decode), set aside so the
+    consumer goes on; the newest ``UNUSABLE_MESSAGES_MAX`` are kept."""
+    return _key(GLOBAL, "unusable-messages")

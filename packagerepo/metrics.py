@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,23 +174,30 @@ def sync_cache_stats(cache: Any) -> None:
             seen[name] = total
 
 
-class QueueDepthCollector(Collector):
-    """The number of messages waiting in the Celery queue, read at scrape time."""
+class ScrapeGauge(Collector):
+    """A gauge read from Redis at scrape time (``read`` gives the value for
+    ``labels``); a failed read leaves it out of that scrape."""
 
-    def __init__(self, queue: str, depth: Callable[[], int]) -> None:
-        self.queue = queue
-        self.depth = depth
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        read: Callable[[], int],
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.read = read
+        self.labels = labels or {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
-            "packagerepo_queue_depth",
-            "Messages waiting in the Celery queue (LLEN in Redis).",
-            labels=["queue"],
+            self.name, self.documentation, labels=list(self.labels)
         )
         try:
-            family.add_metric([self.queue], self.depth())
+            family.add_metric(list(self.labels.values()), self.read())
         except Exception:
-            log.warning("The queue depth could not be read for a scrape.")
+            log.warning("%s could not be read for a scrape.", self.name)
             return
         yield family
 
@@ -200,7 +207,7 @@ def multiproc_dir() -> Path | None:
     return Path(raw) if raw else None
 
 
-def exposition(extra: list[Collector] | None = None) -> bytes:
+def exposition(extra: Sequence[Collector] = ()) -> bytes:
     """The Prometheus text for this process, or for every process sharing the
     multiprocess directory, plus the ``extra`` scrape-time collectors."""
     directory = multiproc_dir()
@@ -212,7 +219,7 @@ def exposition(extra: list[Collector] | None = None) -> bytes:
         body = generate_latest(REGISTRY)
 
     scrape_time = CollectorRegistry()
-    for collector in extra or ():
+    for collector in extra:
         scrape_time.register(collector)
     return body + generate_latest(scrape_time)
 

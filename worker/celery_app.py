@@ -27,6 +27,9 @@ from packagerepo.logs import configure_logging
 EXECUTE_TASK = "packagerepo.execute"
 WEBHOOK_TASK = "packagerepo.deliver_webhook"
 QUEUE = "packagerepo"
+TRANSPORT = "worker.transport:Transport"
+"""kombu's Redis transport, made to set aside queue entries that are no
+message and to reuse one client for its bookkeeping (``worker.transport``)."""
 MAX_EXECUTION_SECONDS = int(MAX_EXECUTION_TIMEOUT)
 HARD_LIMIT_GRACE_SECONDS = 30
 """How long past its job's execution timeout a pool process may run before
@@ -40,6 +43,7 @@ def make_celery(settings: Settings) -> Celery:
     # imports the engine.
     app = Celery("packagerepo", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
+        broker_transport=TRANSPORT,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -71,11 +75,6 @@ def _configure_worker_logging(**_kwargs: object) -> None:
     configure_logging(settings.log_format, settings.log_level)
 
 
-# NOTE: a queue entry that is not kombu's JSON envelope stops the Celery
-# consumer that pops it (kombu cannot decode it and Celery treats that as
-# unrecoverable). Only whoever can write to Redis can put one there, and
-# Redis is private to the stack; a transport that set such entries aside
-# would lift it.
 def execute_message(
     app: Celery,
     job_id: str,
