@@ -21,6 +21,20 @@ redis.call('EXPIRE', KEYS[{log}], {ttl})
 """
 
 
+# Node events are numbered within a claim, from 1; the job's `node_events`
+# field counts how many its log holds. Of the node events ARGV[first..last],
+# numbered from ARGV[number] on, sets `from` to the first the log lacks and
+# counts the rest as held: an event sent again (a write whose reply was lost,
+# retried by redis-py or by the worker) is appended once.
+def _unwritten_node_events(job: int, number: int, first: str, last: str) -> str:
+    return f"""
+local held = tonumber(redis.call('HGET', KEYS[{job}], 'node_events') or '0')
+local from = {first} + math.max(0, held - tonumber(ARGV[{number}]) + 1)
+local through = tonumber(ARGV[{number}]) + ({last}) - ({first})
+if through > held then redis.call('HSET', KEYS[{job}], 'node_events', through) end
+"""
+
+
 def _append_event(log: int, channel: int, event: int, ttl: int) -> str:
     return _append_events(log, channel, str(event), str(event), f"ARGV[{ttl}]")
 
@@ -100,6 +114,7 @@ if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[7]) then
 end
 redis.call('HSET', KEYS[1], 'status', '"running"', 'started_at', ARGV[1],
            'worker', ARGV[2])
+redis.call('HDEL', KEYS[1], 'node_events')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
@@ -114,10 +129,11 @@ return job
 )
 
 # running|queued -> a terminal state, with the given fields; sets the TTL,
-# appends the node events the runner still held (ARGV[9..8+n], n = ARGV[8])
-# and then the "done" event, so no job ends without one. With an owner
-# (ARGV[5]) only the claim that holds the job may end it: a worker that was
-# paused past its lease cannot end a job another worker re-ran. With a cap
+# appends the node events the runner still held (ARGV[10..9+n], n = ARGV[8],
+# numbered from ARGV[9]; those the log has are skipped) and then the "done"
+# event, so no job ends without one. With an owner (ARGV[5]) only the claim
+# that holds the job may end it: a worker that was paused past its lease
+# cannot end a job another worker re-ran. With a cap
 # (ARGV[6]) the tenant's deferred jobs that now fit are released in the same
 # step: answers {'finished', released id, ...}. Field pairs follow the events.
 # The owner that ended the job is kept in ``ended_by``.
@@ -138,13 +154,14 @@ if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ended_by', ARGV[5]) end
 local events = tonumber(ARGV[8])
-for i = 9 + events, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 10 + events, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], string.match(ARGV[2], '/(.*)$'))
 """
-    + _append_events(log=5, channel=6, first="9", last="8 + events", ttl="ARGV[4]")
+    + _unwritten_node_events(job=1, number=9, first="10", last="9 + events")
+    + _append_events(log=5, channel=6, first="from", last="9 + events", ttl="ARGV[4]")
     + _append_event(log=5, channel=6, event=3, ttl=4)
     + """
 redis.call('PUBLISH', KEYS[10], ARGV[2])
@@ -200,15 +217,14 @@ RELEASE = (
 EVENT = _append_event(log=1, channel=2, event=1, ttl=2) + "return seq\n"
 
 # Nodes ended: store the node log and progress, append their "node" events
-# (ARGV[5..]); only for the claim that holds the job (ARGV[4]).
-# NOTE: sent again after a lost reply (redis-py repeats it once), the events
-# are appended twice, with new sequence numbers; the node log itself is
-# right. A batch id the script remembers would make it idempotent.
+# (ARGV[6..], numbered from ARGV[5]; those the log has are skipped); only
+# for the claim that holds the job (ARGV[4]).
 RECORD_NODES = (
     """
 if redis.call('HGET', KEYS[1], 'worker') ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 'nodes', ARGV[1], 'progress', ARGV[2])
 """
-    + _append_events(log=2, channel=3, first="5", last="#ARGV", ttl="ARGV[3]")
-    + "return seq\n"
+    + _unwritten_node_events(job=1, number=5, first="6", last="#ARGV")
+    + _append_events(log=2, channel=3, first="from", last="#ARGV", ttl="ARGV[3]")
+    + "return 1\n"
 )

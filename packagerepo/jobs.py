@@ -315,13 +315,18 @@ class JobStore:
         job_id: str,
         nodes: list[dict[str, Any]],
         progress: dict[str, int],
-        events: list[str],
+        events: Sequence[str],
         *,
+        first: int,
         owner: str,
     ) -> bool:
         """Store the node log and progress and send the ``node`` events
         (``event_json("node", record)`` each), in one round trip; False (and
-        nothing written) when ``owner`` no longer holds the job."""
+        nothing written) when ``owner`` no longer holds the job.
+
+        ``first`` is the number of the first event within the claim
+        (counting from 1): an event the job's log already holds, because
+        this write is sent again, is not appended twice."""
         written = self._record_nodes(
             keys=[
                 keys.job(tenant, job_id),
@@ -333,6 +338,7 @@ class JobStore:
                 json.dumps(progress),
                 keys.EVENT_LOG_TTL,
                 json.dumps(owner),
+                first,
                 *events,
             ],
         )
@@ -363,12 +369,14 @@ class JobStore:
         owner: str | None,
         fields: dict[str, Any],
         node_events: Sequence[str] = (),
+        first_event: int = 1,
         release_cap: int | None = None,
     ) -> tuple[bool, list[str]]:
         """``finish``, also sending the ``node`` events the runner still held
-        before ``done`` and, with ``release_cap``, releasing the tenant's
-        deferred jobs that now fit (as ``release_deferred``), all in one
-        step. Answers whether it ended the job, and the released job ids."""
+        (numbered from ``first_event``, as ``record_nodes``) before ``done``
+        and, with ``release_cap``, releasing the tenant's deferred jobs that
+        now fit (as ``release_deferred``), all in one step. Answers whether
+        it ended the job, and the released job ids."""
         fields = {"status": status.value, "finished_at": now_iso(), **fields}
         pairs: list[EncodableT] = []
         for name, value in _encode(fields).items():
@@ -395,6 +403,7 @@ class JobStore:
                 "" if release_cap is None else release_cap,
                 time.time(),
                 len(node_events),
+                first_event,
                 *node_events,
                 *pairs,
             ],

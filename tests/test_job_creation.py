@@ -17,9 +17,10 @@ import redis
 from packagerepo import keys
 from packagerepo.errors import IdempotencyKeyReused
 from packagerepo.idempotency import Binding, KeyMoved
-from packagerepo.jobs import JobStatus
+from packagerepo.jobs import JobStatus, event_json
 from tests.conftest import GREET
 from worker.celery_app import QUEUE, execute_message, make_celery
+from worker.runner import JobObserver
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +255,108 @@ def test_an_anonymous_key_lives_no_longer_than_an_anonymous_job(isolated_stack):
     services.idempotency.reserve(binding, uuid.uuid4().hex)
 
     assert 0 < services.redis.ttl(binding.redis_key) <= keys.ANONYMOUS_JOB_TTL
+
+
+# Node events are numbered per claim, so a write sent again (redis-py repeats
+# a command whose reply was lost; the observer retries a write that failed)
+# appends each event once.
+
+
+def _node(name: str) -> str:
+    return event_json("node", {"name": name, "status": "succeeded"})
+
+
+def _node_names(services, tenant: str, job_id: str) -> list[str]:
+    return [
+        event["data"]["name"]
+        for _, event in services.jobs.events_since(tenant, job_id, 0)
+        if event["event"] == "node"
+    ]
+
+
+def test_node_events_sent_again_are_appended_once(isolated_stack):
+    """They were appended twice, with new sequence numbers."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+    services.jobs.claim(tenant, job_id, "w1/abc")
+    progress = {"done": 1, "total": 3}
+
+    for _ in range(2):
+        services.jobs.record_nodes(
+            tenant, job_id, [], progress, [_node("a")], first=1, owner="w1/abc"
+        )
+    # The end carries "a" again (its write failed as far as the worker
+    # knows) and "b"; only "b" is new.
+    for _ in range(2):
+        services.jobs.end_run(
+            tenant,
+            job_id,
+            JobStatus.SUCCEEDED,
+            owner="w1/abc",
+            fields={},
+            node_events=[_node("a"), _node("b")],
+            first_event=1,
+        )
+
+    assert _node_names(services, tenant, job_id) == ["a", "b"]
+
+
+def test_a_new_claim_numbers_its_node_events_from_one_again(isolated_stack):
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+    progress = {"done": 1, "total": 1}
+    services.jobs.claim(tenant, job_id, "w1/abc")
+    services.jobs.record_nodes(
+        tenant, job_id, [], progress, [_node("a")], first=1, owner="w1/abc"
+    )
+    assert services.jobs.requeue(tenant, job_id)  # its lease lapsed
+
+    services.jobs.claim(tenant, job_id, "w2/def")
+    services.jobs.record_nodes(
+        tenant, job_id, [], progress, [_node("a")], first=1, owner="w2/def"
+    )
+
+    assert _node_names(services, tenant, job_id) == ["a", "a"]
+
+
+def test_node_events_whose_write_failed_are_written_once_later(
+    isolated_stack, monkeypatch
+):
+    """The observer dropped the events of a failed write; and when the write
+    had landed (only its reply was lost), writing them again doubled them."""
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    tenant, job_id = "acme", uuid.uuid4().hex
+    _create(services, tenant, job_id)
+    services.jobs.claim(tenant, job_id, "w1/abc")
+    observer = JobObserver(services, tenant, job_id, owner="w1/abc")
+    written = services.jobs.record_nodes
+
+    def reply_lost(*args, **kwargs):
+        written(*args, **kwargs)
+        raise redis.ConnectionError("the reply was lost")
+
+    observer("node", {"name": "a", "status": "succeeded"})
+    monkeypatch.setattr(services.jobs, "record_nodes", reply_lost)
+    with pytest.raises(redis.ConnectionError):
+        observer.flush(older_than=float("inf"))
+    monkeypatch.undo()
+    observer("node", {"name": "b", "status": "succeeded"})
+    observer.flush(older_than=float("inf"))
+    observer("node", {"name": "c", "status": "succeeded"})
+    first, events = observer.take_held()
+    services.jobs.end_run(
+        tenant,
+        job_id,
+        JobStatus.SUCCEEDED,
+        owner="w1/abc",
+        fields={},
+        node_events=events,
+        first_event=first,
+    )
+
+    assert _node_names(services, tenant, job_id) == ["a", "b", "c"]

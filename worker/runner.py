@@ -79,6 +79,7 @@ class RunningJobs:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flush_failing = False
 
     @contextlib.contextmanager
     def holding(
@@ -123,8 +124,17 @@ class RunningJobs:
                 continue
             try:
                 observer.flush(older_than)
-            except Exception:
-                log.warning("Writing held node records failed; retrying.")
+            except Exception as error:
+                # Once per failing stretch: the flush runs every 25 ms.
+                if not self._flush_failing:
+                    log.warning(
+                        "Writing node records failed (%s); they stay held "
+                        "and are written again.",
+                        type(error).__name__,
+                    )
+                self._flush_failing = True
+            else:
+                self._flush_failing = False
 
     def _renew(self, held: list[tuple[str, str]]) -> None:
         try:
@@ -209,8 +219,10 @@ class JobRunner:
         status: JobStatus,
         fields: dict[str, Any],
         started: float,
-        node_events: list[str],
+        node_events: tuple[int, list[str]],
     ) -> None:
+        first_event, events = node_events
+
         def end_run() -> tuple[bool, list[str]]:
             return self.services.jobs.end_run(
                 tenant,
@@ -218,7 +230,8 @@ class JobRunner:
                 status,
                 owner=job["worker"],
                 fields=fields,
-                node_events=node_events,
+                node_events=events,
+                first_event=first_event,
                 release_cap=self.services.settings.tenant_max_running,
             )
 
@@ -424,6 +437,8 @@ class JobObserver:
         self._progress: dict[str, int] = {"done": 0, "total": 0}
         self._held: list[str] = []
         self._held_since = 0.0
+        self._written = 0
+        """Node events handed to Redis so far; the next is number written + 1."""
         self._lock = threading.Lock()
 
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
@@ -446,20 +461,26 @@ class JobObserver:
 
     def flush(self, older_than: float) -> None:
         """Write the held node events if the oldest was held since before
-        ``older_than`` (a ``time.monotonic()`` value)."""
+        ``older_than`` (a ``time.monotonic()`` value).
+
+        A write that fails keeps its events held, with their numbers: the
+        next write sends them again, and Redis appends only those its log
+        lacks (the failed write may have landed, its reply lost)."""
         with self._lock:
             if not self._held or self._held_since > older_than:
                 return
-            events, self._held = self._held, []
             # Under the lock: the events reach Redis in the order they came.
             self._jobs.record_nodes(
                 self._tenant,
                 self._job_id,
                 list(self._nodes.values()),
                 self._progress,
-                events,
+                self._held,
+                first=self._written + 1,
                 owner=self._owner,
             )
+            self._written += len(self._held)
+            self._held = []
 
     def ended(self) -> dict[str, Any]:
         """The node log and progress of a run the engine did not end itself:
@@ -473,11 +494,14 @@ class JobObserver:
             ]
             return {"nodes": nodes, "progress": dict(self._progress)}
 
-    def take_held(self) -> list[str]:
-        """The node events not written yet, for the job's end step."""
+    def take_held(self) -> tuple[int, list[str]]:
+        """The node events not written yet, for the job's end step, and the
+        number of the first (as ``JobStore.record_nodes`` takes it)."""
         with self._lock:
-            events, self._held = self._held, []
-            return events
+            first, events = self._written + 1, self._held
+            self._written += len(events)
+            self._held = []
+            return first, events
 
 
 _runner: JobRunner | None = None

@@ -148,7 +148,10 @@ def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
-    hidden = {"input", "cancel_requested", "digest", "worker", "ended_by", "deliveries"}
+    hidden = {
+        "input", "cancel_requested", "digest", "worker", "ended_by",
+        "node_events", "deliveries",
+    }  # fmt: skip
     return {name: value for name, value in job.items() if name not in hidden}
 
 
