@@ -152,7 +152,7 @@ def _run_new(
 def _current(job: dict[str, Any]) -> dict[str, Any]:
     """The job as it is now, or as given when Redis cannot tell."""
     with contextlib.suppress(NotFound, *REDIS_UNREACHABLE):
-        return services().jobs.get(job["tenant"], job["id"])
+        return services().looks.get(job["tenant"], job["id"])
     return job
 
 
@@ -287,14 +287,12 @@ def _wait_for_end(
 
     A look reads the job's status alone unless its end was announced, so
     waiting on a job with a large input costs little; a Redis that does not
-    answer for a moment is waited out, not turned into an error.
-
-    NOTE: a look that Redis never answers (a frozen server, the connection
-    left open) takes ``socket_timeout`` twice, so the wait can overshoot its
-    deadline by that much per look; a client with a shorter timeout for
-    looks would bound it.
+    answer for a moment is waited out, not turned into an error. Looks go
+    through ``Services.looks``, whose reads give up after about a second:
+    a Redis that stops answering costs the wait that much past its
+    deadline, not many seconds.
     """
-    jobs = services().jobs
+    jobs = services().looks
     deadline = time.monotonic() + timeout
     heard = False
     while True:
@@ -363,7 +361,7 @@ def get_job(job_id: str) -> Response:
     wait = _wait_seconds()
     job = services().jobs.get(tenant, job_id)
     if wait > 0 and not JobStatus(job["status"]).terminal:
-        job = _await_end(tenant, job_id, wait) or services().jobs.get(tenant, job_id)
+        job = _await_end(tenant, job_id, wait) or services().looks.get(tenant, job_id)
     return jsonify({"ok": True, "job": job_view(job)})
 
 

@@ -33,7 +33,13 @@ if TYPE_CHECKING:
 BUNDLED_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
-def redis_client(url: str) -> redis.Redis:
+LOOK_TIMEOUT_SECONDS = 1.0
+"""How long a waiting request's look at its job may wait for Redis's answer."""
+
+
+def redis_client(
+    url: str, *, socket_timeout: float = 5.0, retries: int = 1
+) -> redis.Redis:
     """A client that fails fast when Redis is down instead of hanging.
 
     One quick retry rides over a dropped connection; more would turn an
@@ -42,9 +48,9 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=1.0,
-        socket_timeout=5.0,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries),
     )
 
 
@@ -73,6 +79,19 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         return JobStore(self.redis, lease_seconds=self.settings.lease_seconds)
+
+    @cached_property
+    def looks(self) -> JobStore:
+        """The job store a waiting request looks at its job through: its
+        own connections, which give up on an answer after
+        ``LOOK_TIMEOUT_SECONDS`` and do not retry, so a Redis that stops
+        answering (the connection left open) makes a ``?wait`` overshoot its
+        deadline by about that much per look, not by twice the usual
+        ``socket_timeout``. A look that fails is simply made again."""
+        client = redis_client(
+            self.settings.redis_url, socket_timeout=LOOK_TIMEOUT_SECONDS, retries=0
+        )
+        return JobStore(client, lease_seconds=self.settings.lease_seconds)
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import uuid
 
@@ -13,6 +15,7 @@ from packagerepo.endings import EndedJobs
 from packagerepo.jobs import JobStatus
 from packagerepo.services import redis_client
 from tests.test_jobs import submit
+from tests.test_lifecycle import _register
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +103,7 @@ def test_a_redis_blip_while_a_request_waits_is_waited_out(
 ):
     """Found by an adversarial pass: Redis restarting for a moment turned
     every waiting request into a 503 "try again", though its job ran."""
-    jobs = client.application.extensions["packagerepo"].jobs
+    jobs = client.application.extensions["packagerepo"].looks
     real_get = jobs.get
     blips: list[str] = []
 
@@ -123,7 +126,7 @@ def test_a_waiting_request_reads_the_status_alone_until_the_job_ends(
 ):
     """Found by an adversarial pass: every waiter read the whole record,
     input and all, every second."""
-    jobs = client.application.extensions["packagerepo"].jobs
+    jobs = client.application.extensions["packagerepo"].looks
     real_get = jobs.get
     reads: list[str] = []
 
@@ -139,3 +142,37 @@ def test_a_waiting_request_reads_the_status_alone_until_the_job_ends(
 
     assert response.status_code == 202
     assert whole_reads == 1  # the answer's own, once the wait ran out
+
+
+def test_a_wait_on_a_redis_that_stops_answering_ends_near_its_deadline(
+    isolated_stack,
+):
+    """Found by a fresh-user pass: with Redis stopped (SIGSTOP, so the
+    connections stay open) a ?wait=3 answered after about 21 s, each look
+    waiting out the 5 s socket timeout twice. A bound, not a speed: looks now
+    give up after a second, so the answer comes within a few seconds of the
+    deadline."""
+    stack = isolated_stack()  # no worker: the job stays queued
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    submit(client, auth, "greet", {"name": "warm"}, "?wait=0.1")  # connections up
+    answers: list = []
+
+    def waiting() -> None:
+        started = time.monotonic()
+        response = submit(client, auth, "greet", {"name": "w"}, "?wait=3")
+        answers.append((response, time.monotonic() - started))
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    time.sleep(0.5)  # created: the request is waiting now
+    stack.redis.process.send_signal(signal.SIGSTOP)
+    try:
+        thread.join(timeout=40)
+    finally:
+        stack.redis.process.send_signal(signal.SIGCONT)
+
+    response, elapsed = answers[0]
+    assert response.status_code == 202
+    assert response.get_json()["job"]["status"] == "queued"
+    assert elapsed < 9, f"a ?wait=3 answered after {elapsed:.1f} s"
