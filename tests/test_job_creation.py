@@ -274,6 +274,19 @@ def _node_names(services, tenant: str, job_id: str) -> list[str]:
     ]
 
 
+def _end_with(services, tenant: str, job_id: str, first: int, events: list[str]):
+    """End the job as claim ``w1/abc``, with the node events it still held."""
+    services.jobs.end_run(
+        tenant,
+        job_id,
+        JobStatus.SUCCEEDED,
+        owner="w1/abc",
+        fields={},
+        node_events=events,
+        first_event=first,
+    )
+
+
 def test_node_events_sent_again_are_appended_once(isolated_stack):
     """They were appended twice, with new sequence numbers."""
     stack = isolated_stack()
@@ -290,15 +303,7 @@ def test_node_events_sent_again_are_appended_once(isolated_stack):
     # The end carries "a" again (its write failed as far as the worker
     # knows) and "b"; only "b" is new.
     for _ in range(2):
-        services.jobs.end_run(
-            tenant,
-            job_id,
-            JobStatus.SUCCEEDED,
-            owner="w1/abc",
-            fields={},
-            node_events=[_node("a"), _node("b")],
-            first_event=1,
-        )
+        _end_with(services, tenant, job_id, 1, [_node("a"), _node("b")])
 
     assert _node_names(services, tenant, job_id) == ["a", "b"]
 
@@ -348,15 +353,6 @@ def test_node_events_whose_write_failed_are_written_once_later(
     observer("node", {"name": "b", "status": "succeeded"})
     observer.flush(older_than=float("inf"))
     observer("node", {"name": "c", "status": "succeeded"})
-    first, events = observer.take_held()
-    services.jobs.end_run(
-        tenant,
-        job_id,
-        JobStatus.SUCCEEDED,
-        owner="w1/abc",
-        fields={},
-        node_events=events,
-        first_event=first,
-    )
+    _end_with(services, tenant, job_id, *observer.take_held())
 
     assert _node_names(services, tenant, job_id) == ["a", "b", "c"]

@@ -42,15 +42,15 @@ UNUSABLE = [
 ]
 
 
-def test_entries_that_are_no_message_are_set_aside_and_the_worker_goes_on(
-    isolated_stack,
-):
-    stack = isolated_stack()
+def _a_job_runs_after(stack, entries: list[bytes]):
+    """Queue ``entries`` ahead of a real job, then start a worker: the job
+    runs, the worker lives on and every message is acknowledged (through
+    the channel's shared client). Answers the API client and Redis."""
     client = stack.app.test_client()
     auth = _register(stack, "acme")
     redis = stack.redis.client()
     # Workers take from the right: the entries come out first, in this order.
-    for entry in UNUSABLE:
+    for entry in entries:
         redis.lpush(QUEUE, entry)
     job_id = submit(client, auth, "greet", {"name": "after"}).get_json()["job"]["id"]
 
@@ -59,12 +59,19 @@ def test_entries_that_are_no_message_are_set_aside_and_the_worker_goes_on(
     job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=30)
     assert job["status"] == "succeeded"
     assert worker.process.poll() is None
+    unacked, _index = keys.celery_unacked()
+    assert _eventually(lambda: redis.hlen(unacked) == 0)
+    return client, redis
+
+
+def test_entries_that_are_no_message_are_set_aside_and_the_worker_goes_on(
+    isolated_stack,
+):
+    client, redis = _a_job_runs_after(isolated_stack(), UNUSABLE)
+
     assert redis.lrange(keys.unusable_messages(), 0, -1) == UNUSABLE
     text = client.get("/metrics").get_data(as_text=True)
     assert value(text, "packagerepo_unusable_messages") == len(UNUSABLE)
-    # Every message that was one is acknowledged (through the shared client).
-    unacked, _index = keys.celery_unacked()
-    assert _eventually(lambda: redis.hlen(unacked) == 0)
 
 
 def _envelope(app, body: bytes, task: str = EXECUTE_TASK) -> bytes:
@@ -79,27 +86,16 @@ def test_messages_celery_refuses_are_dropped_by_celery_and_the_worker_goes_on(
     isolated_stack,
 ):
     stack = isolated_stack()
-    client = stack.app.test_client()
-    auth = _register(stack, "acme")
-    redis = stack.redis.client()
     celery = make_celery(settings_for(stack.env))
     refused = [
         _envelope(celery, b"\x00 not the JSON the content type says"),
         _envelope(celery, b"[[], {}, {}]", task="no.such.task"),
     ]
-    for entry in refused:
-        redis.lpush(QUEUE, entry)
-    job_id = submit(client, auth, "greet", {"name": "after"}).get_json()["job"]["id"]
 
-    worker = stack.add_worker()
+    _client, redis = _a_job_runs_after(stack, refused)
 
-    job = wait_for_status(client, auth, job_id, {"succeeded", "failed"}, timeout=30)
-    assert job["status"] == "succeeded"
-    assert worker.process.poll() is None
     # Celery logs and acknowledges these itself: nothing to set aside.
     assert redis.llen(keys.unusable_messages()) == 0
-    unacked, _index = keys.celery_unacked()
-    assert _eventually(lambda: redis.hlen(unacked) == 0)
 
 
 def test_the_set_aside_list_keeps_the_newest_entries(redis_server):
