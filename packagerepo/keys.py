@@ -156,3 +156,7 @@ def unusable_messages() -> str:
     (not kombu's envelope, or a body that does not decode), set aside so the
     consumer goes on; the newest ``UNUSABLE_MESSAGES_MAX`` are kept."""
     return _key(GLOBAL, "unusable-messages")
+
+
+UNUSABLE_MESSAGE_BYTES = 64 * 1024
+"""A set-aside entry longer than this is kept cut to it."""

@@ -98,6 +98,58 @@ def test_messages_celery_refuses_are_dropped_by_celery_and_the_worker_goes_on(
     assert redis.llen(keys.unusable_messages()) == 0
 
 
+def _celery_shaped(
+    body: object, headers: dict, properties: dict | None = None
+) -> bytes:
+    """An envelope as kombu stores one, around a JSON ``body``."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(json.dumps(body).encode()).decode(),
+            "content-type": "application/json",
+            "content-encoding": "utf-8",
+            "headers": headers,
+            "properties": {
+                "delivery_tag": "t1",
+                "body_encoding": "base64",
+                "delivery_info": {"exchange": "", "routing_key": QUEUE},
+                **(properties or {}),
+            },
+        }
+    ).encode()
+
+
+ARGS = [["0" * 32, "acme"], {}, {}]
+EXECUTE = {"task": EXECUTE_TASK, "id": "i"}
+# Found by an adversarial pass: each of these stopped the worker (and with
+# it `packagerepo run`), or made its consumer reconnect for ever, the entry
+# going back on the queue to do it again after a restart.
+SHAPED_BADLY = [
+    _celery_shaped(ARGS, EXECUTE, {"delivery_tag": None}),
+    _celery_shaped(ARGS, EXECUTE, {"delivery_tag": True}),
+    _celery_shaped(ARGS, EXECUTE, {"delivery_tag": {"a": 1}}),
+    _celery_shaped(ARGS, EXECUTE, {"delivery_info": "x"}),
+    _celery_shaped(ARGS, EXECUTE, {"delivery_info": {"exchange": ""}}),
+    _celery_shaped({"a": 1}, EXECUTE),
+    _celery_shaped("hello", EXECUTE),
+    _celery_shaped(ARGS, {**EXECUTE, "timelimit": ["abc", None]}),
+    _celery_shaped(ARGS, {**EXECUTE, "timelimit": "abc"}),
+    _celery_shaped(ARGS, {**EXECUTE, "timelimit": [float("nan"), None]}),
+    _celery_shaped(ARGS, {**EXECUTE, "timelimit": [1e300, -1]}),
+    _celery_shaped(ARGS, {"task": EXECUTE_TASK}),  # no id
+    b"[" * 100_000 + b"]" * 100_000,
+]
+
+
+def test_entries_shaped_almost_like_a_message_are_set_aside_too(isolated_stack):
+    _client, redis = _a_job_runs_after(isolated_stack(), SHAPED_BADLY)
+
+    kept = redis.lrange(keys.unusable_messages(), 0, -1)
+    assert len(kept) == len(SHAPED_BADLY)
+    # The nested one is kept cut to the size limit; the rest as they were.
+    assert kept[:-1] == SHAPED_BADLY[:-1]
+    assert kept[-1] == SHAPED_BADLY[-1][: keys.UNUSABLE_MESSAGE_BYTES]
+
+
 def test_the_set_aside_list_keeps_the_newest_entries(redis_server):
     channel = _channel(redis_server.url)
     redis = redis_server.client()

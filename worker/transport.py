@@ -1,13 +1,23 @@
 """The broker transport: kombu's Redis transport, with two changes.
 
-**Entries that are no message are set aside.** A queue entry that is not
-kombu's JSON envelope (not JSON, not an object, no delivery tag, a body that
-is not base64) makes kombu raise in the middle of its poll, and Celery
-treats that as unrecoverable: the consumer stops, and with it the worker.
-Here the entry is moved to ``keys.unusable_messages()``, the event is
-logged once, and the consumer goes on with the next message. (An envelope
-whose *body* Celery cannot decode, or that names an unknown task, never
-reaches this: Celery logs and acknowledges it itself.)
+**Entries that are no message are set aside.** A queue entry that is not a
+message this service can take stops a worker when left to kombu and Celery:
+
+- one kombu cannot read (not JSON, nested past Python's recursion limit,
+  not an object, a body that is not base64, a delivery tag or delivery
+  info of the wrong type) makes kombu raise in the middle of its poll;
+- one kombu reads but Celery's consumer chokes on (a body that is not
+  protocol 2's ``[args, kwargs, embed]``, a malformed time limit, no task
+  id) raises out of Celery's handler; a ``KeyError`` even counts as a lost
+  connection, so the consumer reconnects, takes the entry again, and loops.
+
+Celery treats the rest as unrecoverable: the consumer stops, and with it
+the worker. Here the entry is moved to ``keys.unusable_messages()`` (cut to
+``keys.UNUSABLE_MESSAGE_BYTES``), acknowledged if kombu had recorded it, the
+event is logged in one line, and the consumer goes on with the next message.
+Celery itself logs and acknowledges what it recognises as bad (a body it
+cannot decode, an unknown task). A Redis error while handling a message is
+not the message's fault and is left to kombu and Celery, as before.
 
 **One client for the broker's bookkeeping.** kombu builds a new redis-py
 client, over its shared connection pool, each time it records a delivery or
@@ -17,9 +27,10 @@ redis-py client over a pool is safe to share between threads, and every
 command still takes its own connection from the pool.
 
 Selected with ``broker_transport`` (``worker.celery_app``). It relies on
-three names in kombu's Redis channel (``_brpop_read``, ``_get_client`` and
-``conn_or_acquire``); ``tests/test_queue_entries.py`` covers both changes
-against the pinned kombu.
+names in kombu's Redis channel (``_brpop_read``, ``_get_client``,
+``conn_or_acquire``, ``basic_consume``'s callback and ``Message``);
+``tests/test_queue_entries.py`` covers both changes against the pinned
+kombu.
 """
 
 from __future__ import annotations
@@ -51,6 +62,37 @@ class _Message(virtual.Message):
             super().__init__(payload, channel=channel, **kwargs)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise UnusableMessage(f"{type(error).__name__}: {error}") from error
+        # What kombu's bookkeeping then relies on (QoS.append stores the
+        # delivery under its tag with its exchange and routing key).
+        info = self.delivery_info
+        if not isinstance(self.delivery_tag, str) or not self.delivery_tag:
+            raise UnusableMessage("its delivery tag is not a string")
+        if not isinstance(info, dict) or not all(
+            isinstance(info.get(name), str) for name in ("exchange", "routing_key")
+        ):
+            raise UnusableMessage("its delivery info has no exchange or routing key")
+
+
+MAX_TIME_LIMIT_SECONDS = 10**7
+"""A time limit beyond this (about 115 days, NaN included) is refused."""
+
+
+def _check_time_limits(headers: Any) -> None:
+    """Celery's pool takes a message's time limits as numbers only once the
+    message is on its way to a pool process, outside any handler of its
+    own, where a malformed one stops the worker: they are checked first."""
+    limits = headers.get("timelimit") if isinstance(headers, dict) else None
+    if limits is None:
+        return
+    if not isinstance(limits, list | tuple) or len(limits) != 2:
+        raise UnusableMessage("its time limits are not a pair")
+    for limit in limits:
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise UnusableMessage("its time limits are not numbers")
+        if not 0 <= limit <= MAX_TIME_LIMIT_SECONDS:
+            raise UnusableMessage("its time limits are out of range")
 
 
 class _Client(redis.Redis):
@@ -95,19 +137,38 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         client.popped = None
         try:
             return super()._brpop_read(**options)
-        except (UnusableMessage, json.JSONDecodeError) as error:
+        except (UnusableMessage, json.JSONDecodeError, RecursionError) as error:
             entry = client.popped
             if entry is None:
                 raise
             self._set_aside(entry, error)
             raise Empty() from None
 
-    def _set_aside(self, entry: bytes, error: Exception) -> None:
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        def guarded(message: Any) -> Any:
+            try:
+                _check_time_limits(message.headers)
+                return callback(message)
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                raise
+            except Exception as error:
+                entry = self.client.popped or json.dumps(message._raw).encode()
+                self._set_aside(entry, error)
+                if not no_ack and not message.acknowledged:
+                    message.ack()
+                return None
+
+        return super().basic_consume(queue, no_ack, guarded, *args, **kwargs)
+
+    def _set_aside(self, entry: bytes, error: BaseException) -> None:
         name = keys.unusable_messages()
-        reason = str(error).splitlines()[0][:200] if str(error) else "unreadable"
+        text = str(error).splitlines()[0][:200] if str(error) else ""
+        reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
         try:
             with self._shared_client.pipeline(transaction=False) as pipe:
-                pipe.rpush(name, entry)
+                pipe.rpush(name, entry[: keys.UNUSABLE_MESSAGE_BYTES])
                 pipe.ltrim(name, -keys.UNUSABLE_MESSAGES_MAX, -1)
                 pipe.execute()
         except redis.RedisError:
