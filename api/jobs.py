@@ -456,45 +456,58 @@ def _last_event_id() -> int:
 
 
 def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
-    """Replay the job's events after ``last_seen``, then follow until done."""
+    """Replay the job's events after ``last_seen``, then follow until done.
+
+    The log is the truth and the channel only the news: whatever the stream
+    did not hear (a subscription that dropped and came back, as redis-py
+    does by itself) it reads from the log, when an event arrives out of
+    turn or the channel has been quiet for a heartbeat.
+    """
     state = services()
     pubsub = state.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keys.job_events(tenant, job_id))
     try:
-        for seq, event in state.jobs.events_since(tenant, job_id, last_seen):
-            last_seen = seq
-            yield _sse(seq, event)
-            if event["event"] == "done":
+        # A heartbeat's wait before the first catch-up would hold back what
+        # the log already has: start with one.
+        ends_at = time.monotonic() + state.settings.sse_max_seconds
+        message = None
+        while True:
+            if message is None or _seq(message) != last_seen + 1:
+                for seq, event in state.jobs.events_since(tenant, job_id, last_seen):
+                    last_seen = seq
+                    yield _sse(seq, event)
+                    if event["event"] == "done":
+                        return
+            else:
+                last_seen, event = _seq(message), _event(message)
+                yield _sse(last_seen, event)
+                if event["event"] == "done":
+                    return
+            # A stream ends after SSE_MAX_SECONDS even if the job has not:
+            # the client reconnects with Last-Event-ID, freeing the thread.
+            if time.monotonic() >= ends_at:
                 return
-        yield from _follow(pubsub, tenant, job_id, last_seen)
+            message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
+            if message is None:
+                status = state.jobs.status(tenant, job_id)
+                if status is None:
+                    # The job expired with its log: nothing more will come.
+                    yield _sse(
+                        last_seen + 1, {"event": "done", "data": {"status": None}}
+                    )
+                    return
+                yield ": keep-alive\n\n"
     finally:
         pubsub.close()
 
 
-def _follow(pubsub: Any, tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
-    state = services()
-    # A stream ends after SSE_MAX_SECONDS even if the job has not: the client
-    # reconnects with Last-Event-ID and the thread is freed meanwhile.
-    ends_at = time.monotonic() + state.settings.sse_max_seconds
-    while time.monotonic() < ends_at:
-        message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
-        if message is None:
-            status = state.jobs.status(tenant, job_id)
-            if status is None or status.terminal:
-                yield _sse(last_seen + 1, {"event": "done", "data": {"status": status}})
-                return
-            yield ": keep-alive\n\n"
-            continue
+def _seq(message: dict[str, Any]) -> int:
+    return int(message["data"].partition(b" ")[0])
 
-        seq_text, _, raw = message["data"].decode().partition(" ")
-        seq = int(seq_text)
-        if seq <= last_seen:
-            continue
-        last_seen = seq
-        event = json.loads(raw)
-        yield _sse(seq, event)
-        if event["event"] == "done":
-            return
+
+def _event(message: dict[str, Any]) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(message["data"].partition(b" ")[2])
+    return event
 
 
 def _sse(seq: int, event: dict[str, Any]) -> str:

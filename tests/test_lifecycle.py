@@ -9,11 +9,13 @@ import hmac
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from packagerepo import keys, webhooks
+from packagerepo.jobs import JobStatus
 from tests.conftest import GREET, SLOW
 from tests.test_jobs import submit, wait_for_status
 from worker.celery_app import QUEUE
@@ -377,3 +379,39 @@ def test_a_job_waiting_behind_a_backlog_is_not_sent_again(isolated_stack):
     redis.delete(QUEUE)
     reaper.reap_once()
     assert sent == [job["id"]]  # the queue drained without it: it was lost
+
+
+def test_sse_sends_events_whose_announcement_it_missed_from_the_log(isolated_stack):
+    """Found by an adversarial pass: events published while the stream's
+    subscription was down (redis-py subscribes again by itself) were never
+    sent, and the stream could end on a `done` of its own making whose id
+    was another event's."""
+    stack = isolated_stack()  # no worker: the test moves the job itself
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    services = stack.app.extensions["packagerepo"]
+    job_id = submit(client, auth, "greet", {"name": "s"}).get_json()["job"]["id"]
+    body: list[str] = []
+
+    def read() -> None:
+        response = client.get(f"/v1/jobs/{job_id}/events", headers=auth)
+        body.append(response.get_data(as_text=True))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    redis = stack.redis.client()
+    wait_until(lambda: redis.pubsub_numsub(keys.job_events("acme", job_id))[0][1] == 1)
+    time.sleep(0.5)  # past the replay of the log that follows the subscription
+
+    # An event that reaches the log while no one hears it, then the end.
+    missed = json.dumps({"event": "node", "data": {"name": "Missed"}})
+    redis.rpush(keys.job_event_log("acme", job_id), missed)
+    services.jobs.finish("acme", job_id, JobStatus.SUCCEEDED)
+    reader.join(timeout=30)
+
+    ids = [
+        int(line[4:]) for line in "".join(body).splitlines() if line.startswith("id: ")
+    ]
+    logged = services.jobs.events_since("acme", job_id, 0)
+    assert ids == [seq for seq, _ in logged]
+    assert "Missed" in "".join(body)

@@ -136,6 +136,10 @@ SHAPED_BADLY = [
     _celery_shaped(ARGS, {**EXECUTE, "timelimit": [float("nan"), None]}),
     _celery_shaped(ARGS, {**EXECUTE, "timelimit": [1e300, -1]}),
     _celery_shaped(ARGS, {"task": EXECUTE_TASK}),  # no id
+    # Found by a fresh-user pass: no delivery info at all, and a null tag.
+    b'{"body": "e30=", "properties": {"delivery_tag": "t2", "body_encoding": '
+    b'"base64"}}',
+    b'{"body": "e30=", "properties": {"delivery_tag": null}}',
     b"[" * 100_000 + b"]" * 100_000,
 ]
 
