@@ -41,7 +41,13 @@ from packagerepo.errors import (
     QueueUnavailable,
 )
 from packagerepo.idempotency import Binding, KeyMoved
-from packagerepo.jobs import CancelOutcome, JobStatus, JobStore, new_job_id
+from packagerepo.jobs import (
+    CancelOutcome,
+    JobStatus,
+    JobStore,
+    new_job_id,
+    public_fields,
+)
 from packagerepo.logs import log_context
 from worker.celery_app import execute_message, send_webhook
 
@@ -53,16 +59,11 @@ ANONYMOUS_TENANT = keys.ANONYMOUS_TENANT
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 WAIT_SYNTAX = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?", re.ASCII)
 SSE_HEARTBEAT_SECONDS = 15.0
-PUBLIC_FIELDS = (
-    "id", "tenant", "workflow", "status", "created_at", "started_at",
-    "finished_at", "attempts", "progress", "nodes", "result", "error",
-    "submitted_by", "callback_url", "deliveries",
-)  # fmt: skip
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
     """The job as clients see it, with links."""
-    view = {name: job.get(name) for name in PUBLIC_FIELDS}
+    view = public_fields(job)
     base = f"/v1/jobs/{job['id']}"
     view["links"] = {
         "self": base,

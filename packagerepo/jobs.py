@@ -97,6 +97,20 @@ def _scored(batch: Iterable[Any]) -> list[tuple[str, float]]:
     return [(_text(member), float(score)) for member, score in batch]
 
 
+PUBLIC_FIELDS = (
+    "id", "tenant", "workflow", "status", "created_at", "started_at",
+    "finished_at", "attempts", "progress", "nodes", "result", "error",
+    "submitted_by", "callback_url", "deliveries",
+)  # fmt: skip
+"""The fields of a job its clients see (API answers and webhooks); the rest
+of the record is the service's own."""
+
+
+def public_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """The job as its clients see it."""
+    return {name: job.get(name) for name in PUBLIC_FIELDS}
+
+
 def event_json(kind: str, payload: dict[str, Any]) -> str:
     """A job event as stored in its log and sent on its channel."""
     return json.dumps({"event": kind, "data": payload})

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from packagerepo import keys, webhooks
-from packagerepo.jobs import JobStatus
+from packagerepo.jobs import PUBLIC_FIELDS, JobStatus
 from tests.conftest import GREET, SLOW
 from tests.test_jobs import submit, wait_for_status
 from worker.celery_app import QUEUE
@@ -111,6 +111,9 @@ def test_webhook_gets_the_final_job_signed_with_hmac(
     assert delivered["id"] == job_id
     assert delivered["status"] == "succeeded"
     assert "input" not in delivered
+    # The job as the API shows it (an adversarial pass found the webhook
+    # built from a deny-list, so every internal field went out with it).
+    assert set(delivered) <= set(PUBLIC_FIELDS) - {"deliveries"}
     wait_until(
         lambda: client.get(f"/v1/jobs/{job_id}", headers=auth).get_json()["job"][
             "deliveries"

@@ -36,6 +36,7 @@ from celery.signals import (
 from packagerepo import keys, metrics, webhooks
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
+from packagerepo.jobs import public_fields
 from packagerepo.logs import log_context
 from packagerepo.services import redis_client
 from worker.celery_app import (
@@ -148,11 +149,10 @@ def deliver_webhook(self: Task[Any, Any], job_id: str) -> None:
 
 
 def _public(job: dict[str, Any]) -> dict[str, Any]:
-    hidden = {
-        "input", "cancel_requested", "digest", "worker", "ended_by",
-        "node_events", "deliveries",
-    }  # fmt: skip
-    return {name: value for name, value in job.items() if name not in hidden}
+    """The ended job as the API shows it, less the deliveries being made."""
+    view = public_fields(job)
+    del view["deliveries"]
+    return view
 
 
 @worker_process_init.connect
