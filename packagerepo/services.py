@@ -34,7 +34,8 @@ BUNDLED_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
 LOOK_TIMEOUT_SECONDS = 1.0
-"""How long a waiting request's look at its job may wait for Redis's answer."""
+"""How long a question asked through ``Services.quick_redis`` waits for
+Redis's answer."""
 
 
 def redis_client(
@@ -81,17 +82,23 @@ class Services:
         return JobStore(self.redis, lease_seconds=self.settings.lease_seconds)
 
     @cached_property
-    def looks(self) -> JobStore:
-        """The job store a waiting request looks at its job through: its
-        own connections, which give up on an answer after
-        ``LOOK_TIMEOUT_SECONDS`` and do not retry, so a Redis that stops
-        answering (the connection left open) makes a ``?wait`` overshoot its
-        deadline by about that much per look, not by twice the usual
-        ``socket_timeout``. A look that fails is simply made again."""
-        client = redis_client(
+    def quick_redis(self) -> redis.Redis:
+        """A client of its own connections that gives up on an answer after
+        ``LOOK_TIMEOUT_SECONDS`` and does not retry: for questions asked
+        again soon anyway (a waiting request's looks, readiness probes), so
+        a Redis that stops answering (the connection left open) costs them
+        about a second, not twice the usual ``socket_timeout``."""
+        return redis_client(
             self.settings.redis_url, socket_timeout=LOOK_TIMEOUT_SECONDS, retries=0
         )
-        return JobStore(client, lease_seconds=self.settings.lease_seconds)
+
+    @cached_property
+    def looks(self) -> JobStore:
+        """The job store a waiting request looks at its job through
+        (``quick_redis``): a ``?wait`` overshoots its deadline by about a
+        second per look when Redis stops answering. A look that fails is
+        simply made again."""
+        return JobStore(self.quick_redis, lease_seconds=self.settings.lease_seconds)
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -54,3 +55,23 @@ def test_a_stopped_worker_leaves_readiness_at_once(isolated_stack):
     worker.process.wait(timeout=30)
 
     assert list(redis.scan_iter(pattern)) == []
+
+
+def test_readiness_on_a_redis_that_stops_answering_says_so_promptly(isolated_stack):
+    """Found by a fresh-user pass: with Redis stopped (SIGSTOP) /health/ready
+    took 20 s to answer 503, past any probe's timeout. A bound, not a speed:
+    its checks give up after a second each."""
+    stack = isolated_stack()
+    client = stack.app.test_client()
+    assert client.get("/health/ready").status_code == 503  # connections up
+    stack.redis.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        response = client.get("/health/ready")
+        elapsed = time.monotonic() - started
+    finally:
+        stack.redis.process.send_signal(signal.SIGCONT)
+
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["redis"]["ok"] is False
+    assert elapsed < 8, f"readiness answered after {elapsed:.1f} s"
