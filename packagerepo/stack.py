@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,6 +170,10 @@ def run_stack() -> int:
     if not settings.development and not settings.jwt_secret:
         log.error("JWT_SECRET must be set outside development mode; nothing started.")
         return 2
+    busy = _busy_ports()
+    if busy:
+        log.error("%s; nothing started.", busy)
+        return 2
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATA_DIR": str(settings.data_dir)}
     metrics_dir = os.environ.get(MULTIPROC_ENV) or settings.data_dir / "metrics"
@@ -195,6 +200,32 @@ def run_stack() -> int:
     finally:
         stack.stop()
         log.info("Everything has stopped.")
+
+
+def _busy_ports() -> str | None:
+    """Why the ports the stack would listen on cannot be had, or None.
+
+    Found by a fresh-user pass: with another Redis on the port, the stack's
+    own redis-server failed, yet the workers and the API started against
+    the other one until the stack noticed and stopped.
+    """
+    wanted = [("PORT", "5000", "the API")]
+    if "REDIS_URL" not in os.environ:
+        wanted.append(("REDIS_PORT", "6379", "redis-server"))
+    for variable, default, what in wanted:
+        port = int(os.environ.get(variable, default))
+        with socket.socket() as probe:
+            # As the servers bind: a port left in TIME_WAIT by the last
+            # stack is free, one something listens on is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return (
+                    f"Port {port} for {what} is in use; stop what holds it or "
+                    f"set {variable} to a free port"
+                )
+    return None
 
 
 def _start_parts(stack: Stack, settings: Settings, env: dict[str, str]) -> None:

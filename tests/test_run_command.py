@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -119,5 +120,36 @@ def test_production_without_a_jwt_secret_refuses_to_start_with_one_line(tmp_path
 
     assert finished.returncode == 2
     assert "JWT_SECRET" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert not (tmp_path / "redis").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("variable", ["REDIS_PORT", "PORT"])
+def test_a_port_in_use_refuses_to_start_with_one_line(tmp_path, variable):
+    """Found by a fresh-user pass: with another Redis on REDIS_PORT the
+    stack's own failed to start, yet its workers and API started against
+    the other Redis before the stack stopped."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+        env.update(
+            DATA_DIR=str(tmp_path),
+            REDIS_PORT=str(free_port()),
+            PORT=str(free_port()),
+        )
+        env[variable] = str(holder.getsockname()[1])
+
+        finished = subprocess.run(
+            [sys.executable, "-m", "packagerepo.cli", "run"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert finished.returncode == 2
+    assert variable in finished.stderr and "in use" in finished.stderr
     assert "Traceback" not in finished.stderr
     assert not (tmp_path / "redis").exists()  # nothing was started
