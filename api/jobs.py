@@ -153,7 +153,7 @@ def _run_new(
 def _current(job: dict[str, Any]) -> dict[str, Any]:
     """The job as it is now, or as given when Redis cannot tell."""
     with contextlib.suppress(NotFound, *REDIS_UNREACHABLE):
-        return services().looks.get(job["tenant"], job["id"])
+        return services().looks.public(job["tenant"], job["id"])
     return job
 
 
@@ -316,14 +316,14 @@ def _wait_for_end(
 def _if_ended(
     jobs: JobStore, tenant: str, job_id: str, *, heard: bool
 ) -> dict[str, Any] | None:
-    """The whole job if it has ended; NotFound when it is gone."""
+    """The job as answered about if it has ended; NotFound when it is gone."""
     if not heard:
         status = jobs.status(tenant, job_id)
         if status is None:
             raise NotFound(f"Job {job_id} was not found.")
         if not status.terminal:
             return None
-    job = jobs.get(tenant, job_id)
+    job = jobs.public(tenant, job_id)
     return job if JobStatus(job["status"]).terminal else None
 
 
@@ -360,9 +360,11 @@ def get_job(job_id: str) -> Response:
     or N seconds have passed, whichever comes first."""
     tenant, job_id = _caller_tenant(), _checked_id(job_id)
     wait = _wait_seconds()
-    job = services().jobs.get(tenant, job_id)
+    job = services().jobs.public(tenant, job_id)
     if wait > 0 and not JobStatus(job["status"]).terminal:
-        job = _await_end(tenant, job_id, wait) or services().looks.get(tenant, job_id)
+        job = _await_end(tenant, job_id, wait) or services().looks.public(
+            tenant, job_id
+        )
     return jsonify({"ok": True, "job": job_view(job)})
 
 
@@ -404,7 +406,7 @@ def list_jobs() -> Response:
 def cancel_job(job_id: str) -> Response:
     tenant = g.identity.tenant
     outcome = services().jobs.request_cancel(tenant, _checked_id(job_id))
-    job = services().jobs.get(tenant, job_id)
+    job = services().jobs.public(tenant, job_id)
     if outcome is CancelOutcome.ALREADY_ENDED:
         raise PackageRepoError(
             f"Job {job_id} has already ended {job['status']}.",
@@ -420,7 +422,7 @@ def cancel_job(job_id: str) -> Response:
 def job_events(job_id: str) -> Response:
     tenant = _caller_tenant()
     job_id = _checked_id(job_id)
-    services().jobs.get(tenant, job_id)  # 404 before the stream starts
+    services().jobs.public(tenant, job_id)  # 404 before the stream starts
     last_seen = _last_event_id()
 
     # Each open stream holds one of this process's threads; past the cap a

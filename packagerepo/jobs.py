@@ -106,6 +106,10 @@ PUBLIC_FIELDS = (
 of the record is the service's own."""
 
 
+ANSWERED_FIELDS = (*PUBLIC_FIELDS, "http_status")
+"""What the API reads of a job to answer about it (``JobStore.public``)."""
+
+
 def public_fields(job: dict[str, Any]) -> dict[str, Any]:
     """The job as its clients see it."""
     return {name: job.get(name) for name in PUBLIC_FIELDS}
@@ -233,6 +237,15 @@ class JobStore:
         if not raw:
             raise NotFound(f"Job {job_id} was not found.")
         return _decode(raw)
+
+    def public(self, tenant: str, job_id: str) -> dict[str, Any]:
+        """What a client is answered about the job (``PUBLIC_FIELDS`` and
+        the run's HTTP status), or NotFound: one ``HMGET``, which leaves its
+        input (a publish carries the whole artifact) in Redis."""
+        found = self.fields(tenant, job_id, *ANSWERED_FIELDS)
+        if found["status"] is None:
+            raise NotFound(f"Job {job_id} was not found.")
+        return found
 
     def field(self, tenant: str, job_id: str, name: str) -> Any:
         raw = self.redis.hget(keys.job(tenant, job_id), name)

@@ -104,7 +104,7 @@ def test_a_redis_blip_while_a_request_waits_is_waited_out(
     """Found by an adversarial pass: Redis restarting for a moment turned
     every waiting request into a 503 "try again", though its job ran."""
     jobs = client.application.extensions["packagerepo"].looks
-    real_get = jobs.get
+    real_get = jobs.public
     blips: list[str] = []
 
     def blip_once(tenant, job_id):
@@ -113,7 +113,7 @@ def test_a_redis_blip_while_a_request_waits_is_waited_out(
             raise redis.ConnectionError("Redis is restarting")
         return real_get(tenant, job_id)
 
-    monkeypatch.setattr(jobs, "get", blip_once)
+    monkeypatch.setattr(jobs, "public", blip_once)
     response = submit(client, auth, "slow", {"ms": 300}, "?wait=10")
 
     assert blips, "the wait never read the job"
@@ -127,14 +127,14 @@ def test_a_waiting_request_reads_the_status_alone_until_the_job_ends(
     """Found by an adversarial pass: every waiter read the whole record,
     input and all, every second."""
     jobs = client.application.extensions["packagerepo"].looks
-    real_get = jobs.get
+    real_get = jobs.public
     reads: list[str] = []
 
     def counting_get(tenant, job_id):
         reads.append(job_id)
         return real_get(tenant, job_id)
 
-    monkeypatch.setattr(jobs, "get", counting_get)
+    monkeypatch.setattr(jobs, "public", counting_get)
     response = submit(client, auth, "slow", {"ms": 4000}, "?wait=2.5")
     job_id = response.get_json()["job"]["id"]
     whole_reads = reads.count(job_id)

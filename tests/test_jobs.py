@@ -353,3 +353,26 @@ def test_tenant_workflow_names_never_become_metric_labels(client, auth, workflow
 
     assert "greet" not in labels
     assert "tenant" in labels
+
+
+def test_answers_about_a_job_leave_its_input_in_redis(isolated_stack):
+    """Polling a job read its whole record, input included, to answer with
+    the fields a client sees: a publish's input is the whole artifact."""
+    from tests.test_lifecycle import _register
+
+    stack = isolated_stack()  # no worker: the job stays queued
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    job_id = submit(client, auth, "greet", {"name": "x" * 400_000}).get_json()["job"][
+        "id"
+    ]
+    redis = stack.redis.client()
+
+    def sent_by_redis() -> int:
+        return int(redis.info("stats")["total_net_output_bytes"])
+
+    before = sent_by_redis()
+    for _ in range(5):
+        answer = client.get(f"/v1/jobs/{job_id}", headers=auth)
+        assert answer.status_code == 200 and "input" not in answer.get_json()["job"]
+    assert sent_by_redis() - before < 100_000  # five whole reads: 2 MB
