@@ -39,15 +39,18 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from queue import Empty
 from typing import Any
 
+import fastjsonschema
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
 from packagerepo import keys
+from worker.celery_app import EXECUTE_TASK, WEBHOOK_TASK
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,11 @@ class UnusableMessage(Exception):
 
 class _Message(virtual.Message):
     def __init__(self, payload: Any, channel: Any = None, **kwargs: Any) -> None:
+        headers = payload.get("headers") if isinstance(payload, dict) else None
+        if isinstance(headers, dict) and "compression" in headers:
+            # kombu would expand the body here, before any check: a few
+            # kilobytes of bzip2 can expand to gigabytes.
+            raise UnusableMessage("its body is compressed")
         try:
             super().__init__(payload, channel=channel, **kwargs)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -75,6 +83,108 @@ class _Message(virtual.Message):
 
 MAX_TIME_LIMIT_SECONDS = 10**7
 """A time limit beyond this (about 115 days, NaN included) is refused."""
+
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 200}
+_OPTIONAL_TEXT = {"type": ["string", "null"], "maxLength": 64 * 1024}
+_SCALAR = {"type": ["string", "number", "boolean", "null"], "maxLength": 1024}
+MESSAGE_HEADERS_SCHEMA = {
+    "type": "object",
+    "required": ["task", "id"],
+    "properties": {
+        "task": {"enum": [EXECUTE_TASK, WEBHOOK_TASK]},
+        "id": _ID,
+        "root_id": {"type": ["string", "null"], "maxLength": 200},
+        "parent_id": {"type": ["string", "null"], "maxLength": 200},
+        "lang": {"type": "string", "maxLength": 16},
+        "shadow": {"type": ["string", "null"], "maxLength": 200},
+        "eta": {"type": ["string", "null"], "maxLength": 64},
+        "expires": {"type": ["string", "null"], "maxLength": 64},
+        "group": {"type": ["string", "null"], "maxLength": 200},
+        "group_index": {"type": ["integer", "null"]},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+        "timelimit": {"type": ["array", "null"]},  # _check_time_limits
+        "argsrepr": _OPTIONAL_TEXT,
+        "kwargsrepr": _OPTIONAL_TEXT,
+        "origin": {"type": ["string", "null"], "maxLength": 1024},
+        "ignore_result": {"type": ["boolean", "null"]},
+        "replaced_task_nesting": {"type": "integer", "minimum": 0, "maximum": 100},
+        "stamped_headers": {
+            "type": ["array", "null"],
+            "items": {"type": "string", "maxLength": 200},
+            "maxItems": 0,
+        },
+        "stamps": {"type": "object", "maxProperties": 0},
+        "compression": False,
+    },
+    # kombu and Celery add a few flags of their own (``redelivered``).
+    "additionalProperties": _SCALAR,
+}
+"""The headers of a message this service sends (Celery's protocol 2, as
+``as_task_v2`` writes them for its two tasks): anything else is set aside.
+No stamps, no compression (a small body could expand without bound)."""
+
+MESSAGE_BODY_SCHEMA = {
+    "type": "array",
+    "items": [
+        {
+            "type": "array",
+            "maxItems": 2,
+            "items": {"type": ["string", "null"], "maxLength": 200},
+        },
+        {"type": "object", "maxProperties": 0},
+        {
+            "type": "object",
+            "properties": {
+                name: {"type": "null"}
+                for name in ("callbacks", "errbacks", "chain", "chord")
+            },
+        },
+    ],
+    "minItems": 3,
+    "additionalItems": False,
+}
+"""``[args, kwargs, embed]`` of the service's tasks: ids for arguments, no
+keyword arguments, and no callbacks, errbacks, chains or chords (which
+would run other registered tasks, Celery's built-in ones among them)."""
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_ETA_SECONDS = 24 * 3600
+"""A message may wait this long for its ``eta`` (a webhook's retry)."""
+
+_valid_headers = fastjsonschema.compile(MESSAGE_HEADERS_SCHEMA)
+_valid_body = fastjsonschema.compile(MESSAGE_BODY_SCHEMA)
+
+
+def _check_message(message: Any, size: int) -> None:
+    """Raise UnusableMessage unless ``message`` is one this service sends."""
+    if size > MAX_MESSAGE_BYTES:
+        raise UnusableMessage(f"it is over {MAX_MESSAGE_BYTES} bytes")
+    try:
+        _valid_headers(message.headers)
+    except fastjsonschema.JsonSchemaException as error:
+        raise UnusableMessage(f"its headers: {error}") from None
+    _check_time_limits(message.headers)
+    _check_eta(message.headers.get("eta"))
+    if message.content_type != "application/json":
+        return  # Celery refuses it (accept_content) and acknowledges it
+    try:
+        _valid_body(message.decode())
+    except fastjsonschema.JsonSchemaException as error:
+        raise UnusableMessage(f"its body: {error}") from None
+
+
+def _check_eta(eta: str | None) -> None:
+    if eta is None:
+        return
+    try:
+        when = datetime.fromisoformat(eta)
+    except ValueError:
+        raise UnusableMessage("its eta is not a time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when > datetime.now(UTC) + timedelta(seconds=MAX_ETA_SECONDS):
+        raise UnusableMessage("its eta is more than a day away")
 
 
 def _check_time_limits(headers: Any) -> None:
@@ -149,7 +259,8 @@ class Channel(_RedisChannel):  # type: ignore[misc]
     ) -> Any:
         def guarded(message: Any) -> Any:
             try:
-                _check_time_limits(message.headers)
+                entry = self.client.popped
+                _check_message(message, len(entry) if entry else 0)
                 return callback(message)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 raise
