@@ -434,9 +434,19 @@ def job_events(job_id: str) -> Response:
             code="STREAM_LIMIT",
             status=503,
         )
-    stream = stream_with_context(_event_stream(tenant, job_id, last_seen))
+    pubsub = services().redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        # Subscribed before the stream starts: a Redis that does not answer
+        # is a 503 envelope here, not a broken stream.
+        pubsub.subscribe(keys.job_events(tenant, job_id))
+    except BaseException:
+        pubsub.close()
+        slots.release()
+        raise
+    stream = stream_with_context(_event_stream(tenant, job_id, last_seen, pubsub))
     response = Response(stream, mimetype="text/event-stream")
     response.call_on_close(slots.release)
+    response.call_on_close(pubsub.close)  # also when the stream never started
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
@@ -458,20 +468,21 @@ def _last_event_id() -> int:
     return int(raw)
 
 
-def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
+def _event_stream(
+    tenant: str, job_id: str, last_seen: int, pubsub: Any
+) -> Iterator[str]:
     """Replay the job's events after ``last_seen``, then follow until done.
 
     The log is the truth and the channel only the news: whatever the stream
     did not hear (a subscription that dropped and came back, as redis-py
     does by itself) it reads from the log, when an event arrives out of
-    turn or the channel has been quiet for a heartbeat.
+    turn or the channel has been quiet for a heartbeat. A stream resumed
+    past the log of a job that has ended closes at once: the client has
+    seen its ``done``. A subscription that fails for good ends the stream
+    cleanly; the client resumes with ``Last-Event-ID``.
     """
     state = services()
-    pubsub = state.redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.job_events(tenant, job_id))
     try:
-        # A heartbeat's wait before the first catch-up would hold back what
-        # the log already has: start with one.
         ends_at = time.monotonic() + state.settings.sse_max_seconds
         message = None
         while True:
@@ -480,6 +491,15 @@ def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
                     last_seen = seq
                     yield _sse(seq, event)
                     if event["event"] == "done":
+                        return
+                if message is None:
+                    status = state.jobs.status(tenant, job_id)
+                    if status is None:
+                        # The job expired with its log: nothing more will come.
+                        done = {"event": "done", "data": {"status": None}}
+                        yield _sse(last_seen + 1, done)
+                        return
+                    if status.terminal:
                         return
             else:
                 last_seen, event = _seq(message), _event(message)
@@ -490,16 +510,14 @@ def _event_stream(tenant: str, job_id: str, last_seen: int) -> Iterator[str]:
             # the client reconnects with Last-Event-ID, freeing the thread.
             if time.monotonic() >= ends_at:
                 return
-            message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
+            try:
+                message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
+            except REDIS_UNREACHABLE:
+                return
             if message is None:
-                status = state.jobs.status(tenant, job_id)
-                if status is None:
-                    # The job expired with its log: nothing more will come.
-                    yield _sse(
-                        last_seen + 1, {"event": "done", "data": {"status": None}}
-                    )
-                    return
                 yield ": keep-alive\n\n"
+    except REDIS_UNREACHABLE:
+        return
     finally:
         pubsub.close()
 

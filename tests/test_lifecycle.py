@@ -418,3 +418,28 @@ def test_sse_sends_events_whose_announcement_it_missed_from_the_log(isolated_sta
     logged = services.jobs.events_since("acme", job_id, 0)
     assert ids == [seq for seq, _ in logged]
     assert "Missed" in "".join(body)
+
+
+def test_sse_resumed_at_the_end_of_an_ended_job_closes_at_once(isolated_stack):
+    """Found by an adversarial pass: a stream resumed at or past the `done`
+    of an ended job sent keep-alives until SSE_MAX_SECONDS, and a browser's
+    EventSource reconnects with its last id, so each open tab held a stream
+    slot for good. A bound, not a speed: it used to wait a heartbeat (15 s)
+    at least."""
+    stack = isolated_stack()  # no worker: the test ends the job itself
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    services = stack.app.extensions["packagerepo"]
+    job_id = submit(client, auth, "greet", {"name": "e"}).get_json()["job"]["id"]
+    services.jobs.finish("acme", job_id, JobStatus.CANCELLED)
+    last = services.jobs.events_since("acme", job_id, 0)[-1][0]
+
+    for resume_at in (last, last + 5):
+        started = time.monotonic()
+        response = client.get(
+            f"/v1/jobs/{job_id}/events",
+            headers={**auth, "Last-Event-ID": str(resume_at)},
+        )
+        body = response.get_data(as_text=True)
+        assert "event:" not in body
+        assert time.monotonic() - started < 10
