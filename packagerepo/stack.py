@@ -212,8 +212,15 @@ def _busy_ports() -> str | None:
     wanted = [("PORT", "5000", "the API")]
     if "REDIS_URL" not in os.environ:
         wanted.append(("REDIS_PORT", "6379", "redis-server"))
+    ports: dict[int, str] = {}
     for variable, default, what in wanted:
-        port = int(os.environ.get(variable, default))
+        raw = os.environ.get(variable, default)
+        port = int(raw) if raw.isascii() and raw.isdigit() else 0
+        if not 1 <= port <= 65535:
+            return f"{variable}={raw!r} is not a port (1 to 65535)"
+        if port in ports:
+            return f"{variable} and {ports[port]} name the same port, {port}"
+        ports[port] = variable
         with socket.socket() as probe:
             # As the servers bind: a port left in TIME_WAIT by the last
             # stack is free, one something listens on is not.

@@ -147,3 +147,27 @@ def test_a_port_in_use_refuses_to_start_with_one_line(tmp_path, variable):
         env[variable] = str(holder.getsockname()[1])
 
         _refused(env, tmp_path, variable, "in use")
+
+
+@pytest.mark.parametrize(
+    ("ports", "said"),
+    [
+        ({"PORT": "abc"}, "PORT='abc' is not a port"),
+        ({"PORT": ""}, "PORT='' is not a port"),
+        ({"REDIS_PORT": "70000"}, "REDIS_PORT='70000' is not a port"),
+        ({"PORT": "same", "REDIS_PORT": "same"}, "name the same port"),
+    ],
+)
+def test_ports_that_are_no_port_refuse_to_start_with_one_line(tmp_path, ports, said):
+    """Found by an adversarial pass: these ended in a traceback, or (one
+    port for both) started Redis and the workers before gunicorn failed."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(
+        DATA_DIR=str(tmp_path), REDIS_PORT=str(free_port()), PORT=str(free_port())
+    )
+    same = str(free_port())
+    env.update(
+        {name: same if value == "same" else value for name, value in ports.items()}
+    )
+
+    _refused(env, tmp_path, said)
