@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api import services
-from packagerepo import keys
+from packagerepo import keys, liveness
 from packagerepo.services import Services
 
 health_bp = Blueprint("health", __name__)
@@ -61,15 +61,15 @@ def _check_storage(state: Services) -> dict[str, Any]:
 def _check_workers(state: Services) -> dict[str, Any]:
     """Ready when a worker's consumer is alive (its main process renews a
     heartbeat) and a worker process's start-up `server` workflow passed."""
+    client = state.quick_redis
     try:
-        consumers = list(
-            state.quick_redis.scan_iter(keys.worker_heartbeat("*"), count=100)
-        )
-        names = list(state.quick_redis.scan_iter(keys.server_report("*"), count=100))
+        consumers = liveness.alive(client, keys.live_consumers())
+        names = [
+            keys.server_report(name)
+            for name in liveness.alive(client, keys.live_reports())
+        ]
         reports = (
-            [json.loads(raw) for raw in state.quick_redis.mget(names) if raw]
-            if names
-            else []
+            [json.loads(raw) for raw in client.mget(names) if raw] if names else []
         )
     except Exception:
         return {"ok": False, "count": 0, "message": "Redis is unreachable."}

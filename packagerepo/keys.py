@@ -160,3 +160,15 @@ def unusable_messages() -> str:
 
 UNUSABLE_MESSAGE_BYTES = 64 * 1024
 """A set-aside entry longer than this is kept cut to it."""
+
+
+def live_consumers() -> str:
+    """Sorted set of the workers whose consumer heartbeat is alive, scored
+    by when it lapses (``packagerepo.liveness``)."""
+    return _key(GLOBAL, "live-consumers")
+
+
+def live_reports() -> str:
+    """Sorted set of the worker processes whose ``server`` report is alive,
+    scored by when it lapses (``packagerepo.liveness``)."""
+    return _key(GLOBAL, "live-reports")

@@ -55,6 +55,8 @@ def test_a_stopped_worker_leaves_readiness_at_once(isolated_stack):
     worker.process.wait(timeout=30)
 
     assert list(redis.scan_iter(pattern)) == []
+    assert redis.zcard(keys.live_reports()) == 0
+    assert redis.zcard(keys.live_consumers()) == 0
 
 
 def test_readiness_on_a_redis_that_stops_answering_says_so_promptly(isolated_stack):
@@ -75,3 +77,23 @@ def test_readiness_on_a_redis_that_stops_answering_says_so_promptly(isolated_sta
     assert response.status_code == 503
     assert response.get_json()["checks"]["redis"]["ok"] is False
     assert elapsed < 8, f"readiness answered after {elapsed:.1f} s"
+
+
+def test_readiness_does_not_scan_the_keyspace(isolated_stack):
+    """Found by an adversarial pass: readiness walked the whole keyspace
+    twice with SCAN, 4-5 s with a million keys, past a probe's timeout."""
+    stack = isolated_stack()
+    stack.add_worker()
+    client = stack.app.test_client()
+    redis = stack.redis.client()
+    deadline = time.monotonic() + 20
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, "no worker became ready"
+        time.sleep(0.1)
+    redis.config_resetstat()
+
+    answer = client.get("/health/ready")
+
+    assert answer.status_code == 200
+    assert answer.get_json()["checks"]["workers"]["count"] == 1
+    assert "cmdstat_scan" not in redis.info("commandstats")

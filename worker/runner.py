@@ -23,7 +23,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from packagerepo import keys, metrics
+from packagerepo import keys, liveness, metrics
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
 from packagerepo.jobs import JobStatus, event_json, now_iso
@@ -355,6 +355,12 @@ class ServerReport:
             json.dumps(report),
             ex=keys.SERVER_REPORT_TTL,
         )
+        liveness.beat(
+            self.services.redis,
+            keys.live_reports(),
+            self.worker_name,
+            keys.SERVER_REPORT_TTL,
+        )
         log.info("Worker %s is ready: %s.", self.worker_name, report["ready"])
         return report
 
@@ -362,6 +368,7 @@ class ServerReport:
         """Remove the report: this worker is stopping."""
         try:
             self.services.redis.delete(keys.server_report(self.worker_name))
+            liveness.leave(self.services.redis, keys.live_reports(), self.worker_name)
         except Exception:
             log.warning(
                 "The report of worker %s could not be withdrawn.", self.worker_name
@@ -371,6 +378,12 @@ class ServerReport:
         """Extend the report's life; called on every reaper pass."""
         self.services.redis.expire(
             keys.server_report(self.worker_name), keys.SERVER_REPORT_TTL
+        )
+        liveness.beat(
+            self.services.redis,
+            keys.live_reports(),
+            self.worker_name,
+            keys.SERVER_REPORT_TTL,
         )
 
 

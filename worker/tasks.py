@@ -33,7 +33,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from packagerepo import keys, metrics, webhooks
+from packagerepo import keys, liveness, metrics, webhooks
 from packagerepo.config import Settings
 from packagerepo.errors import PackageRepoError
 from packagerepo.jobs import public_fields
@@ -193,7 +193,8 @@ class ConsumerHeartbeat:
     def __init__(self) -> None:
         settings = Settings.from_env()
         self.redis = redis_client(settings.redis_url)
-        self.key = keys.worker_heartbeat(f"{socket.gethostname()}:{os.getpid()}")
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.key = keys.worker_heartbeat(self.name)
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -203,11 +204,18 @@ class ConsumerHeartbeat:
         self._stop.set()
         with contextlib.suppress(Exception):
             self.redis.delete(self.key)
+            liveness.leave(self.redis, keys.live_consumers(), self.name)
 
     def _beat(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(Exception):
                 self.redis.set(self.key, "1", ex=keys.WORKER_HEARTBEAT_TTL)
+                liveness.beat(
+                    self.redis,
+                    keys.live_consumers(),
+                    self.name,
+                    keys.WORKER_HEARTBEAT_TTL,
+                )
             self._stop.wait(self.INTERVAL_SECONDS)
 
 
