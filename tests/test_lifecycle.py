@@ -443,3 +443,33 @@ def test_sse_resumed_at_the_end_of_an_ended_job_closes_at_once(isolated_stack):
         body = response.get_data(as_text=True)
         assert "event:" not in body
         assert time.monotonic() - started < 10
+
+
+def test_a_dead_workers_delivery_is_found_behind_many_held_ones(isolated_stack):
+    """Found by an adversarial pass: the reaper looked at the 100 oldest
+    deliveries only, so 100 held on purpose (webhook retries waiting for
+    their eta) hid every delivery a dead worker left behind."""
+    from worker.celery_app import execute_message, make_celery
+
+    stack = isolated_stack(LEASE_SECONDS="1")  # no worker
+    services = stack.app.extensions["packagerepo"]
+    redis = stack.redis.client()
+    celery = make_celery(services.settings)
+    job = services.jobs.create(
+        tenant="held", workflow="greet", digest="d", input={}, submitted_by="t"
+    )
+    unacked, index = keys.celery_unacked()
+    long_ago = time.time() - 3600
+    for number in range(150):  # held webhook retries, the oldest
+        _queue, held = execute_message(celery, "f" * 32, tenant="held")
+        redis.hset(unacked, f"held-{number}", json.dumps([json.loads(held), "", QUEUE]))
+        redis.zadd(index, {f"held-{number}": long_ago + number})
+    _queue, orphan = execute_message(celery, job["id"], tenant="held")
+    redis.hset(unacked, "orphan", json.dumps([json.loads(orphan), "", QUEUE]))
+    redis.zadd(index, {"orphan": long_ago + 200})
+    sent: list[str] = []
+    reaper = Reaper(services, lambda _tenant, job_id: sent.append(job_id), sent.append)
+
+    reaper.reap_once()
+
+    assert sent == [job["id"]]

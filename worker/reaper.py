@@ -37,6 +37,8 @@ from worker.runner import Enqueue, release_deferred
 log = logging.getLogger(__name__)
 
 SENT_GRACE_LEASES = 10
+ORPHAN_SCAN_MAX = 1000
+"""Deliveries, oldest first, a reaper pass looks at for a dead worker's."""
 
 WORKER_LOST = {
     "code": "WORKER_LOST",
@@ -120,10 +122,17 @@ class Reaper:
         unacked, index = keys.celery_unacked()
         cutoff = time.time() - 2 * self.services.settings.lease_seconds
         resent = 0
-        for tag in client.zrangebyscore(index, 0, cutoff, start=0, num=100):
-            if not isinstance(tag, bytes):
-                continue
-            raw = client.hget(unacked, tag)
+        # Deliveries held on purpose (a webhook's retry waiting for its eta)
+        # stay in the index: look past them, in one read of their messages.
+        tags = [
+            tag
+            for tag in client.zrangebyscore(
+                index, 0, cutoff, start=0, num=ORPHAN_SCAN_MAX
+            )
+            if isinstance(tag, bytes)
+        ]
+        raws = client.hmget(unacked, tags) if tags else []
+        for tag, raw in zip(tags, raws, strict=True):
             job_id = _execute_job_id(raw if isinstance(raw, bytes) else None)
             tenant = self.services.jobs.tenant_of(job_id) if job_id else None
             if job_id is None or tenant is None:
