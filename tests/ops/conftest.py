@@ -45,8 +45,14 @@ class LiveService:
         self.worker = WorkerProcess(self.env, directory / "worker.log")
         self.worker.start()
         self.api = GunicornProcess(self.env, directory / "api.log")
-        self.worker.wait_ready(self.redis.client())
-        self.api.wait_ready()
+        try:
+            self.worker.wait_ready(self.redis.client())
+            self.api.wait_ready()
+        except BaseException:
+            # The fixture's teardown never runs for a failed setup: a
+            # gunicorn left here outlived a whole test run.
+            self.stop()
+            raise
         self.url = self.api.url
 
     def add_user(self, tenant: str) -> tuple[str, str]:
