@@ -115,14 +115,14 @@ MESSAGE_HEADERS_SCHEMA = {
             "maxItems": 0,
         },
         "stamps": {"type": "object", "maxProperties": 0},
-        "compression": False,
     },
     # kombu and Celery add a few flags of their own (``redelivered``).
     "additionalProperties": _SCALAR,
 }
 """The headers of a message this service sends (Celery's protocol 2, as
 ``as_task_v2`` writes them for its two tasks): anything else is set aside.
-No stamps, no compression (a small body could expand without bound)."""
+No stamps. (A compressed body is refused earlier, by ``_Message``, before
+kombu expands it.)"""
 
 MESSAGE_BODY_SCHEMA = {
     "type": "array",
@@ -258,14 +258,13 @@ class Channel(_RedisChannel):  # type: ignore[misc]
         self, queue: str, no_ack: bool, callback: Any, *args: Any, **kwargs: Any
     ) -> Any:
         def guarded(message: Any) -> Any:
+            entry = self.client.popped or json.dumps(message._raw).encode()
             try:
-                entry = self.client.popped
-                _check_message(message, len(entry) if entry else 0)
+                _check_message(message, len(entry))
                 return callback(message)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 raise
             except Exception as error:
-                entry = self.client.popped or json.dumps(message._raw).encode()
                 self._set_aside(entry, error)
                 if not no_ack and not message.acknowledged:
                     message.ack()
