@@ -347,8 +347,9 @@ class ArtifactStore:
 
     # -- packages ---------------------------------------------------------
 
-    def _published_versions(self, tenant: str, namespace: str, name: str) -> list[str]:
-        package = self._package_dir(tenant, namespace, name)
+    @staticmethod
+    def _published_versions(package: Path) -> list[str]:
+        """The version directories under ``package`` that hold a record."""
         try:
             entries = list(os.scandir(package))
         except FileNotFoundError:
@@ -356,11 +357,11 @@ class ArtifactStore:
         return [
             entry.name
             for entry in entries
-            if entry.is_dir() and self._variants_in(Path(entry.path))
+            if entry.is_dir() and ArtifactStore._variants_in(entry.path)
         ]
 
     @staticmethod
-    def _variants_in(version_dir: Path) -> list[str]:
+    def _variants_in(version_dir: str | Path) -> list[str]:
         return sorted(
             entry.name.removesuffix(RECORD_SUFFIX)
             for entry in os.scandir(version_dir)
@@ -369,7 +370,8 @@ class ArtifactStore:
 
     def versions(self, tenant: str, namespace: str, name: str) -> list[str]:
         """The package's published versions in ascending SemVer order."""
-        return sort_versions(self._published_versions(tenant, namespace, name))
+        package = self._package_dir(tenant, namespace, name)
+        return sort_versions(self._published_versions(package))
 
     def version_list(self, tenant: str, namespace: str, name: str) -> dict[str, Any]:
         """The answer of ``GET /v1/<ns>/<name>/versions`` and ``list_versions``.
@@ -398,7 +400,8 @@ class ArtifactStore:
         false: its message says to ask with ``prerelease=true``.
         """
         namespace, name = normalise_namespace(namespace), normalise_name(name)
-        versions = self._published_versions(tenant, namespace, name)
+        package = self._package_dir(tenant, namespace, name)
+        versions = self._published_versions(package)
         if not versions:
             raise NotFound(f"The package {namespace}/{name} does not exist.")
 
@@ -409,7 +412,6 @@ class ArtifactStore:
                 "ask with prerelease=true to get the highest of them."
             )
 
-        package = self._package_dir(tenant, namespace, name)
         return {
             "namespace": namespace,
             "name": name,

@@ -89,6 +89,10 @@ _TRUTHY_NAMES = {"true": True, "false": False, "null": None}
 _TRUTHY_NAMES |= {"True": True, "False": False, "None": None}
 
 
+_per_thread = threading.local()
+"""Each thread's evaluator, kept across runs."""
+
+
 class NodeOutputs:
     """What ``$node`` is: the items each node has emitted so far in the run."""
 
@@ -229,15 +233,22 @@ class ExpressionContext:
         }
 
     def _evaluator(self) -> _SandboxEvaluator:
-        """This thread's evaluator for this run, built once (it is not cheap).
+        """This thread's evaluator, holding this thread's copy of the run's
+        names (``$json`` is set in it per evaluation).
 
-        Evaluation never re-enters itself, so one evaluator per thread is
-        enough; a node thread the engine abandoned keeps its own.
+        Building an evaluator is not cheap (simpleeval sets up its tables
+        and a warnings filter), so each thread keeps one across runs; it
+        evaluates for one run at a time and never re-enters itself. A node
+        thread the engine abandoned keeps its own.
         """
-        evaluator = getattr(self._per_thread, "evaluator", None)
+        evaluator: _SandboxEvaluator | None = getattr(_per_thread, "evaluator", None)
         if evaluator is None:
-            evaluator = _SandboxEvaluator(dict(self._names), deadline=0.0)
-            self._per_thread.evaluator = evaluator
+            evaluator = _SandboxEvaluator({}, deadline=0.0)
+            _per_thread.evaluator = evaluator
+        names = getattr(self._per_thread, "names", None)
+        if names is None:
+            names = self._per_thread.names = dict(self._names)
+        evaluator.names = names
         return evaluator
 
     def evaluate(self, value: Any, item: dict[str, Any] | None = None) -> Any:

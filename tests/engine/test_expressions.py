@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from packagerepo.errors import ExpressionFailed, PackageRepoError
@@ -153,6 +155,50 @@ def test_evaluation_stops_when_its_time_budget_is_spent():
         context.evaluate("{{ 1 + 1 }}")
 
     assert raised.value.code == "EXPRESSION_TIMEOUT"
+
+
+def _run_context(tenant: str, limit: int, parsed: str) -> ExpressionContext:
+    return ExpressionContext(
+        execution_id=f"job-{tenant}",
+        tenant=tenant,
+        job_input={"who": tenant},
+        variables={"limit": limit},
+        items_by_node={"Parse": [{"name": parsed}]},
+        now="2026-01-02T03:04:05Z",
+    )
+
+
+SEEN = '{{ [$execution.tenant, $vars.limit, $input.who, $node["Parse"].json.name] }}'
+
+
+def test_runs_on_one_thread_see_only_their_own_names():
+    # Threads keep their evaluator across runs; the names must not carry over.
+    first = _run_context("acme", 1, "left-pad")
+    second = _run_context("globex", 2, "right-pad")
+
+    assert first.evaluate(SEEN) == ["acme", 1, "acme", "left-pad"]
+    assert second.evaluate(SEEN) == ["globex", 2, "globex", "right-pad"]
+    assert first.evaluate(SEEN) == ["acme", 1, "acme", "left-pad"]
+
+
+def test_threads_evaluating_one_run_keep_their_own_current_item():
+    context = _run_context("acme", 1, "left-pad")
+    started = threading.Barrier(2)
+    seen: dict[int, list] = {}
+
+    def evaluate(size: int) -> None:
+        started.wait()
+        seen[size] = [
+            context.evaluate("{{ $json.size }}", {"size": size}) for _ in range(200)
+        ]
+
+    threads = [threading.Thread(target=evaluate, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert seen == {1: [1] * 200, 2: [2] * 200}
 
 
 def test_references_name_the_nodes_and_variables_an_expression_uses():
