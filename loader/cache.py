@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -35,12 +35,14 @@ class CachedWorkflow:
     """A validated (normalised) document, its report and its cache digest.
 
     The document is shared by every reader of the entry: treat it as
-    read-only.
+    read-only. ``derived`` holds what a reader built from the document once
+    (the worker keeps its graph there), kept and evicted with the entry.
     """
 
     digest: str
     document: dict[str, Any]
     report: Report
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def canonical_json(document: Any) -> str:

@@ -152,3 +152,28 @@ def test_a_cancel_check_that_cannot_reach_redis_goes_on_and_says_so_once(caplog)
     assert answers == [False] * 50
     assert Unreachable.calls == 1  # then it pauses before asking again
     assert caplog.text.count("cannot tell whether it was cancelled") == 1
+
+
+def test_jobs_of_one_cached_workflow_share_the_graph_built_for_the_first(
+    settings, workflows, monkeypatch
+):
+    import worker.runner
+
+    tenant = workflows
+    services = Services(settings)
+    built = []
+    original = worker.runner.WorkflowGraph.from_document
+
+    def counting(document):
+        built.append(document)
+        return original(document)
+
+    monkeypatch.setattr(worker.runner.WorkflowGraph, "from_document", counting)
+    jobs = [_queued_greet(services, tenant) for _ in range(3)]
+    for job in jobs:
+        _runner(services).run(job["id"], tenant)
+
+    assert len(built) == 1
+    ended = [services.jobs.get(tenant, job["id"]) for job in jobs]
+    assert [job["result"] for job in ended] == [ended[0]["result"]] * 3
+    assert ended[0]["status"] == "succeeded"

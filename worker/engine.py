@@ -69,6 +69,7 @@ def run_workflow(
     observer: Observer | None = None,
     is_cancelled: Callable[[], bool] | None = None,
     limits: EngineLimits | None = None,
+    graph: WorkflowGraph | None = None,
 ) -> RunOutcome:
     """Run ``document`` for ``execution`` and say how it ended.
 
@@ -79,10 +80,11 @@ def run_workflow(
 
     A document that cannot be run at all (bad shape, cycle, unknown node
     type, bad variables) raises a ``PackageRepoError`` before any node runs;
-    everything that goes wrong after that is in the outcome.
+    everything that goes wrong after that is in the outcome. ``graph``,
+    when given, is ``WorkflowGraph.from_document(document)`` built before.
     """
     run = Run(
-        graph=WorkflowGraph.from_document(document),
+        graph=graph or WorkflowGraph.from_document(document),
         document=document,
         execution=execution,
         registry=registry or load_registry(),

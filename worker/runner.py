@@ -29,6 +29,7 @@ from packagerepo.errors import PackageRepoError
 from packagerepo.jobs import JobStatus, event_json, now_iso
 from packagerepo.logs import log_context
 from packagerepo.services import Services
+from worker.graph import WorkflowGraph
 
 if TYPE_CHECKING:
     from worker.engine import RunOutcome
@@ -285,7 +286,7 @@ class JobRunner:
         from worker.nodes.base import Execution
 
         tenant, job_id = job["tenant"], job["id"]
-        document = self._workflow(job)
+        document, graph = self._workflow(job)
         execution = Execution(
             job_id=job_id,
             tenant=tenant,
@@ -299,21 +300,28 @@ class JobRunner:
             services=self.services,
             observer=observer,
             is_cancelled=CancelCheck(self.services, tenant, job_id),
+            graph=graph,
         )
 
-    def _workflow(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The validated document: from the cache by digest, else the file."""
+    def _workflow(self, job: dict[str, Any]) -> tuple[dict[str, Any], WorkflowGraph]:
+        """The validated document, from the cache by digest, else the file;
+        and its graph, built once per cache entry."""
         tenant = job["tenant"]
         cached = self.services.cache.fetch(tenant, job["digest"])
         if cached is not None:
-            return cached.document
+            graph = cached.derived.get("graph")
+            if graph is None:
+                graph = cached.derived["graph"] = WorkflowGraph.from_document(
+                    cached.document
+                )
+            return cached.document, graph
 
         log.info("Workflow %s was not cached; loading its file.", job["workflow"])
         validated = self.services.cache.validated_file(
             self.services.catalog, tenant, job["workflow"]
         )
         validated.report.raise_for_errors()
-        return validated.document
+        return validated.document, WorkflowGraph.from_document(validated.document)
 
 
 class ServerReport:
