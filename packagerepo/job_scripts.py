@@ -154,7 +154,7 @@ if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[5] then
 end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ended_by', ARGV[5]) end
 local events = tonumber(ARGV[8])
-for i = 10 + events, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV >= 10 + events then redis.call('HSET', KEYS[1], unpack(ARGV, 10 + events)) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[2])

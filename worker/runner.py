@@ -472,8 +472,9 @@ class JobObserver:
             self._nodes[payload["name"]] = payload
         if payload.get("status") == "running":
             return
-        with log_context(node=payload["name"]):
-            log.info("Node %s ended %s.", payload["name"], payload.get("status"))
+        if log.isEnabledFor(logging.INFO):  # the context costs even a dropped line
+            with log_context(node=payload["name"]):
+                log.info("Node %s ended %s.", payload["name"], payload.get("status"))
         metrics.node_finished(payload)
         with self._lock:
             if not self._held:
