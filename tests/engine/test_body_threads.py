@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from worker.body_threads import BodyThreads
 
 
@@ -39,3 +41,29 @@ def test_a_body_that_raises_hands_its_error_to_the_caller():
 
     assert isinstance(future.exception(timeout=5), ValueError)
     assert threads.submit(lambda _: "still serving", None).result(timeout=5)
+
+
+def test_waiting_for_a_body_that_has_not_ended_times_out_and_can_wait_again():
+    threads = BodyThreads()
+    release = threading.Event()
+    pending = threads.submit(lambda event: event.wait(30) and "ended", release)
+
+    with pytest.raises(TimeoutError):
+        pending.result(timeout=0.01)
+    assert not pending.done()
+    release.set()
+    assert pending.result(timeout=5) == "ended"
+    assert pending.done()
+    assert pending.result(timeout=0) == "ended"
+
+
+def test_a_body_that_raises_raises_in_the_waiting_thread():
+    threads = BodyThreads()
+
+    def fail(_: object) -> None:
+        raise KeyError("no such node")
+
+    pending = threads.submit(fail, None)
+
+    with pytest.raises(KeyError, match="no such node"):
+        pending.result(timeout=5)
