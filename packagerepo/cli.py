@@ -13,7 +13,24 @@ from pathlib import Path
 from packagerepo.config import Settings
 
 
+BROKEN_PIPE_STATUS = 141
+"""What a shell reports for a program its reader left (128 + SIGPIPE)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command; a reader that stops early (``| head``) ends it quietly."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's own flush at exit would fail again and print a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_STATUS
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["validate"]:
         from loader.cli import validate_command

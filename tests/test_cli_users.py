@@ -122,3 +122,20 @@ def test_user_add_with_a_password_that_is_not_unicode_text_says_so(stack_env, tm
     assert "Traceback" not in result.stderr
     assert "password" in result.stderr.lower()
     assert not (tmp_path / "users" / "erin.json").exists()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(stack_env):
+    """Found by a fresh-user pass: `packagerepo webhook-secret acme | head
+    -c 20` printed a BrokenPipeError traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "packagerepo.cli", "webhook-secret", "acme"],
+        env=stack_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before anything is written
+    _, stderr = process.communicate(timeout=60)
+
+    assert b"Traceback" not in stderr
+    assert b"BrokenPipeError" not in stderr
