@@ -12,7 +12,6 @@ from pathlib import Path
 
 from packagerepo.config import Settings
 
-
 BROKEN_PIPE_STATUS = 141
 """What a shell reports for a program its reader left (128 + SIGPIPE)."""
 
