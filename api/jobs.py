@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +60,10 @@ ANONYMOUS_TENANT = keys.ANONYMOUS_TENANT
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 WAIT_SYNTAX = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?", re.ASCII)
 SSE_HEARTBEAT_SECONDS = 15.0
+SSE_CLIENT_CHECK_SECONDS = 1.0
+"""How often a quiet stream looks whether its client has left: a stream
+holds one of the process's SSE_MAX_STREAMS slots, and writing the next
+heartbeat is the only other way to find out."""
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:
@@ -443,7 +448,10 @@ def job_events(job_id: str) -> Response:
         pubsub.close()
         slots.release()
         raise
-    stream = stream_with_context(_event_stream(tenant, job_id, last_seen, pubsub))
+    client = _ClientSocket(request.environ.get("gunicorn.socket"))
+    stream = stream_with_context(
+        _event_stream(tenant, job_id, last_seen, pubsub, client)
+    )
     response = Response(stream, mimetype="text/event-stream")
     response.call_on_close(slots.release)
     response.call_on_close(pubsub.close)  # also when the stream never started
@@ -468,8 +476,53 @@ def _last_event_id() -> int:
     return int(raw)
 
 
+class _ClientSocket:
+    """The stream's client connection, as far as it can be watched.
+
+    Gunicorn hands the socket over in the environ; a plain TCP socket is
+    peeked at without blocking (TLS sockets and other servers are not
+    watched: their streams find a gone client at the next heartbeat).
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._socket = connection if type(connection) is socket.socket else None
+
+    def gone(self) -> bool:
+        """Whether the client closed its end (a peek reads end-of-file)."""
+        if self._socket is None:
+            return False
+        try:
+            peeked = self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # open, nothing sent: the usual case
+        except OSError:
+            return True
+        return peeked == b""
+
+
+def _next_message(pubsub: Any, client: _ClientSocket) -> dict[str, Any] | None:
+    """The channel's next message, or None after a heartbeat of quiet;
+    ``_ClientGone`` as soon as a check finds the client has left."""
+    quiet_until = time.monotonic() + SSE_HEARTBEAT_SECONDS
+    while True:
+        left = quiet_until - time.monotonic()
+        if left <= 0:
+            return None
+        message: dict[str, Any] | None = pubsub.get_message(
+            timeout=min(left, SSE_CLIENT_CHECK_SECONDS)
+        )
+        if message is not None:
+            return message
+        if client.gone():
+            raise _ClientGone
+
+
+class _ClientGone(Exception):
+    """The stream's client closed its connection."""
+
+
 def _event_stream(
-    tenant: str, job_id: str, last_seen: int, pubsub: Any
+    tenant: str, job_id: str, last_seen: int, pubsub: Any, client: _ClientSocket
 ) -> Iterator[str]:
     """Replay the job's events after ``last_seen``, then follow until done.
 
@@ -511,12 +564,12 @@ def _event_stream(
             if time.monotonic() >= ends_at:
                 return
             try:
-                message = pubsub.get_message(timeout=SSE_HEARTBEAT_SECONDS)
+                message = _next_message(pubsub, client)
             except REDIS_UNREACHABLE:
                 return
             if message is None:
                 yield ": keep-alive\n\n"
-    except REDIS_UNREACHABLE:
+    except (*REDIS_UNREACHABLE, _ClientGone):
         return
     finally:
         pubsub.close()

@@ -197,6 +197,58 @@ def test_event_streams_of_one_client_cannot_take_every_api_thread(
         api.stop()
 
 
+def _open_stream(port: int, job_id: str, auth: dict) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port))
+    conn.sendall(
+        f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {auth['Authorization']}\r\n\r\n".encode()
+    )
+    return conn
+
+
+def _refused(conn: socket.socket) -> bool:
+    """A refused stream answers 503 at once; an open one of a queued job
+    sends nothing until its first heartbeat."""
+    conn.settimeout(2)
+    try:
+        return conn.recv(4096).startswith(b"HTTP/1.1 503")
+    except TimeoutError:
+        return False
+    finally:
+        conn.close()
+
+
+def test_a_stream_whose_client_left_gives_its_slot_back_before_the_heartbeat(
+    isolated_stack, monkeypatch
+):
+    """A client that closes its stream of an unfinished job held its slot
+    until the next heartbeat failed to write (15 s): opening and dropping
+    SSE_MAX_STREAMS streams shut everyone out of event streams that long."""
+    monkeypatch.setenv("API_THREADS", "4")  # SSE_MAX_STREAMS = 2
+    stack = isolated_stack()
+    auth = stack_user(stack, "sse-left", SLOW)
+    submitted = stack.app.test_client().post(
+        "/v1/workflows/slow/execute", json={"ms": 1000}, headers=auth
+    )
+    job_id = submitted.get_json()["job"]["id"]  # no worker: stays queued
+    api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
+    try:
+        api.wait_ready()
+        left = [_open_stream(api.port, job_id, auth) for _ in range(2)]
+        time.sleep(0.5)
+        assert _refused(_open_stream(api.port, job_id, auth))  # both slots taken
+        for conn in left:
+            conn.close()
+
+        # Well inside the 15 s heartbeat: the slots must be free again.
+        deadline = time.monotonic() + 8
+        while _refused(_open_stream(api.port, job_id, auth)):
+            assert time.monotonic() < deadline, "the slots were not given back"
+            time.sleep(0.25)
+    finally:
+        api.stop()
+
+
 def test_a_non_ascii_digit_as_last_event_id_is_not_a_500(
     client, auth, workflows, worker
 ):
