@@ -30,7 +30,10 @@ def as_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return serialised(value)
-    return str(value)
+    if isinstance(value, (int, float)):
+        return str(value)
+    # $node and functions are not JSON: their text would be a Python repr.
+    raise TypeError("only JSON values can be made text")
 
 
 def serialised(value: Any) -> str:
@@ -207,6 +210,14 @@ def _join(values: list[Any], separator: str = "") -> str:
     return separator.join(as_text(value) for value in values)
 
 
+def _keys(mapping: dict[str, Any]) -> list[str]:
+    # list() of a string or list would build one Python object per element,
+    # past every size cap; only an object has keys.
+    if not isinstance(mapping, dict):
+        raise TypeError("keys() takes an object")
+    return list(mapping)
+
+
 def _default(value: Any, fallback: Any) -> Any:
     return fallback if value is None or value == "" else value
 
@@ -230,7 +241,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "contains": lambda container, item: item in container,
     "split": _split,
     "join": _join,
-    "keys": lambda mapping: list(mapping),
+    "keys": _keys,
     "default": _default,
     "json": serialised,
 }

@@ -116,6 +116,13 @@ def test_sandbox_escapes_are_refused_with_expression_forbidden(context, source):
         ("['x' * 5000000] + ['y' * 5000000]", "EXPRESSION_TOO_LARGE"),
         ("split('ab ' * 2790000)", "EXPRESSION_TOO_LARGE"),
         ("split('a' * 5000000, '')", "EXPRESSION_TOO_LARGE"),
+        # Found by an adversarial pass: keys() of an 8-million-character
+        # string built a list of 8 million strings (750 MB) past every cap.
+        ("len(keys('x' * 8000000))", "EXPRESSION_ERROR"),
+        ("keys([1, 2])", "EXPRESSION_ERROR"),
+        # ... and str($node) told the class path and a heap address.
+        ("str($node)", "EXPRESSION_ERROR"),
+        ("'' + str($node)", "EXPRESSION_ERROR"),
         ("startswith(1, 2)", "EXPRESSION_ERROR"),
         ("lower(5)", "EXPRESSION_ERROR"),
         ("1 / 0", "EXPRESSION_ERROR"),
