@@ -94,12 +94,24 @@ def check_destination(url: str, settings: Settings) -> Destination:
         checked = embedded or address
         if checked.is_loopback and settings.webhook_allow_loopback:
             continue
-        if not checked.is_global or (embedded and not address.is_global):
+        never_public = any(address in network for network in NEVER_PUBLIC)
+        if (
+            never_public
+            or not checked.is_global
+            or (embedded and not address.is_global)
+        ):
             raise InvalidRequest("X-Callback-Url points at a non-public address.")
     return Destination(url, parts.scheme, host, port, target, str(addresses[0]))
 
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
+"""IPv4-translated addresses (RFC 6145): the IPv4 one is the last 32 bits."""
+NEVER_PUBLIC = (
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+    ipaddress.ip_network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+)
+"""Ranges Python counts as global that only ever reach a private network."""
 
 
 def _embedded_ipv4(
@@ -112,7 +124,11 @@ def _embedded_ipv4(
     if address.ipv4_mapped or address.sixtofour:
         return address.ipv4_mapped or address.sixtofour
     # ::1 and :: are IPv6's own loopback and unspecified addresses.
-    if address in NAT64 or (int(address) >> 32 == 0 and int(address) > 1):
+    if (
+        address in NAT64
+        or address in SIIT
+        or (int(address) >> 32 == 0 and int(address) > 1)
+    ):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 

@@ -335,7 +335,18 @@ def test_closed_event_streams_give_their_slot_back(
 
 
 @pytest.mark.parametrize(
-    "address", ["64:ff9b::7f00:1", "2002:7f00:1::", "::127.0.0.1", "64:ff9b::a00:1"]
+    "address",
+    [
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::",
+        "::127.0.0.1",
+        "64:ff9b::a00:1",
+        # Found by an adversarial pass (Python calls these global):
+        "::ffff:0:7f00:1",  # SIIT, IPv4-translated (RFC 6145)
+        "64:ff9b:1::7f00:1",  # local-use NAT64 (RFC 8215)
+        "64:ff9b:1:a9fe:a9:fe00::",  # 169.254.169.254 in it, RFC 6052 layout
+        "fec0::1",  # deprecated site-local
+    ],
 )
 def test_ipv6_forms_of_private_ipv4_addresses_are_not_public(address, settings):
     from packagerepo.errors import InvalidRequest
