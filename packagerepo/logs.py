@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -67,6 +68,36 @@ TEXT_FORMAT = (
     "%(asctime)s %(levelname)s %(name)s [tenant=%(tenant)s job=%(job)s "
     "node=%(node)s req=%(request_id)s] %(message)s"
 )
+MAX_FIELD_CHARS = 200
+"""A context field (a node name, say) is cut to this many characters."""
+MAX_MESSAGE_CHARS = 1000
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""Control characters, line separators and bidirectional overrides: what
+could split a line, forge one or make it read other than it is."""
+
+
+def _escaped(text: str, limit: int) -> str:
+    if len(text) > limit:
+        text = text[:limit] + f"… ({len(text)} characters)"
+    return _UNSAFE.sub(lambda found: ascii(found.group())[1:-1], text)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, one line per event whatever the line quotes: names,
+    codes and messages a workflow chose have their control characters
+    escaped and are cut to a sane length. A traceback keeps its lines."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.message = _escaped(record.message, MAX_MESSAGE_CHARS)
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, "-")
+            setattr(safe, name, _escaped(str(value), MAX_FIELD_CHARS))
+        return super().formatMessage(safe)
 
 
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
@@ -76,7 +107,7 @@ def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter())
 
     root = logging.getLogger()
     root.handlers[:] = [handler]
