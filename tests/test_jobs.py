@@ -331,6 +331,34 @@ def test_an_anonymous_login_job_and_its_token_expire_within_minutes(
     assert 0 < redis.ttl(keys.job_event_log("public", job_id)) <= keys.ANONYMOUS_JOB_TTL
 
 
+def test_guessing_passwords_through_auth_login_meets_the_login_rate_limit(
+    client, app, tenant, worker
+):
+    """Found by an adversarial pass: LOGIN_RATE held for POST /auth/login
+    only; the bundled auth_login workflow took 25 guesses a minute and
+    answered the right password with a token while /auth/login refused."""
+    services = app.extensions["packagerepo"]
+    username = f"guessed-{tenant}"
+    services.accounts.add_user(username, "right", tenant=tenant, scopes=["read"])
+    allowed = int(services.settings.login_rate.split("/")[0])
+
+    def attempt(password: str):
+        return client.post(
+            "/v1/workflows/auth_login/execute?wait=20",
+            json={"username": username, "password": password},
+        )
+
+    guesses = [attempt(f"guess-{n}").status_code for n in range(allowed)]
+    refused = attempt("guess-last")
+    right = attempt("right")
+
+    assert guesses == [401] * allowed
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["code"] == "RATE_LIMITED"
+    assert right.status_code == 429  # no token while the limit holds
+    assert "token" not in (right.get_json().get("result") or {})
+
+
 def test_polling_with_wait_answers_when_the_job_ends(client, auth, workflows, worker):
     job_id = submit(client, auth, "slow", {"ms": 500}).get_json()["job"]["id"]
 

@@ -41,10 +41,19 @@ def _proof(call: NodeCall, identity: Identity) -> str:
 
 @implements("auth.verify_password")
 def verify_password(call: NodeCall) -> Outputs:
-    """The user's identity and a proof for this job, or ``UNAUTHORIZED``."""
-    identity = call.services.accounts.authenticate(
-        call.param("username"), call.param("password")
+    """The user's identity and a proof for this job, or ``UNAUTHORIZED``.
+
+    Every check counts against ``LOGIN_RATE`` for its username, as a
+    ``POST /auth/login`` does (``RATE_LIMITED`` past it): one budget per
+    username for all workflows and callers, since a worker does not know
+    the client's address.
+    """
+    username = call.param("username")
+    settings = call.services.settings
+    call.services.rate_limits.hit(
+        settings.login_rate, "login", str(username)[:64], "workflow"
     )
+    identity = call.services.accounts.authenticate(username, call.param("password"))
     item = {**identity.to_dict(), "proof": _proof(call, identity)}
     return Outputs.single([item])
 
