@@ -49,6 +49,7 @@ class Settings:
     webhook_backoff_seconds: float = 2.0
     sse_max_streams: int = 16
     sse_max_seconds: int = 300
+    worker_max_memory_mib: int = 1024
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -91,6 +92,9 @@ class Settings:
                 "SSE_MAX_STREAMS", max(1, _int("API_THREADS", 32) // 2)
             ),
             sse_max_seconds=_int("SSE_MAX_SECONDS", cls.sse_max_seconds),
+            worker_max_memory_mib=_int(
+                "WORKER_MAX_MEMORY_MIB", cls.worker_max_memory_mib
+            ),
             log_format=os.environ.get("LOG_FORMAT", "text"),
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
         )

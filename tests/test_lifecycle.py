@@ -484,3 +484,26 @@ def test_a_dead_workers_delivery_is_found_behind_many_held_ones(isolated_stack):
     reaper.reap_once()
 
     assert sent == [job["id"]]
+
+
+def test_a_pool_process_past_its_memory_limit_is_replaced_after_its_job(
+    isolated_stack,
+):
+    """Python keeps the memory a big run took; past WORKER_MAX_MEMORY_MIB
+    (here 1 MiB: every process is past it) the pool process is replaced once
+    its job has ended, and the next job runs in a new one."""
+    stack = isolated_stack(WORKER_MAX_MEMORY_MIB="1")
+    stack.add_worker()
+    client = stack.app.test_client()
+    auth = _register(stack, "acme")
+    jobs = stack.app.extensions["packagerepo"].jobs
+
+    ran_in = []
+    for name in ("first", "second"):
+        job_id = submit(client, auth, "greet", {"name": name}).get_json()["job"]["id"]
+        ended = wait_for_status(client, auth, job_id, {"succeeded", "failed"})
+        assert ended["status"] == "succeeded"
+        worker = jobs.get("acme", job_id)["worker"]
+        ran_in.append(worker.split("/")[0])  # host:pid of the pool process
+
+    assert ran_in[0] != ran_in[1]

@@ -62,6 +62,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
+        # A pool process that grew past this (Python keeps the memory of a
+        # big run) is replaced once its job has ended.
+        worker_max_memory_per_child=settings.worker_max_memory_mib * 1024,
     )
     return app
 

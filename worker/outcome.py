@@ -46,6 +46,11 @@ class EngineLimits:
 
     max_items_per_output: int = 10_000
     """Items a node may emit on one output, and take in over all its inputs."""
+    max_item_fields_per_run: int = 2_000_000
+    """Top-level fields of all the items a run's nodes hold at once (a node's
+    output is kept for the rest of the run): about 60 MB of dictionaries.
+    Each output is capped on its own, but a chain of nodes copying wide
+    items was not."""
     max_result_bytes: int = 10 * 1024 * 1024
     max_expression_chars_per_run: int = 16 * MAX_OUTPUT_CHARS
     """What all expressions of a run may build together (JSON characters)."""

@@ -66,6 +66,8 @@ class Run:
         self.outputs: dict[str, list[list[Item]]] = {}
         self.error_items: dict[str, list[Item]] = {}
         self.items_by_node: dict[str, list[Item]] = {}
+        self.held_fields = 0
+        """Top-level fields of the items in ``outputs`` and ``error_items``."""
         self.records = {name: blank_record(graph.nodes[name]) for name in graph.order}
         self.done = 0
 
@@ -227,12 +229,30 @@ class Run:
             self._finish(name, NodeStatus.SUCCEEDED)
             return self._respond(name, result)
 
+        too_much = self._hold(result.lists)
+        if too_much is not None:
+            return self._node_failed(node, record, too_much)
         self._store(name, result.lists)
         record["items_out"] = sum(len(items) for items in result.lists)
         self._finish(name, NodeStatus.SUCCEEDED)
         return None
 
     # -- after a node
+
+    def _hold(self, lists: list[list[Item]]) -> dict[str, Any] | None:
+        """Count the output's fields against the run's cap; the error when
+        keeping it would pass the cap (then nothing is kept)."""
+        fields = sum(len(item) for items in lists for item in items)
+        limit = self.limits.max_item_fields_per_run
+        if self.held_fields + fields > limit:
+            return {
+                "code": "ITEM_LIMIT_EXCEEDED",
+                "message": f"The run's nodes would hold {self.held_fields + fields} "
+                f"item fields together; the limit is {limit}.",
+                "status": 500,
+            }
+        self.held_fields += fields
+        return None
 
     def _store(self, name: str, lists: list[list[Item]]) -> None:
         self.outputs[name] = lists

@@ -196,3 +196,37 @@ def test_a_template_over_a_value_nested_too_deep_fails_with_a_code(run):
 
     assert outcome.error["code"] == "EXPRESSION_TOO_LARGE"
     assert outcome.error["node"] == "Text"
+
+
+def _growing_chain(nodes: int) -> dict:
+    """test.many's items, then ``nodes`` data.set nodes each adding a key:
+    every node keeps a copy of every item, one field wider each time."""
+    sets = [
+        node(f"Set {n}", "data.set", parameters={"values": {f"k{n}": n}})
+        for n in range(nodes)
+    ]
+    chain = ["Many", *(s["name"] for s in sets)]
+    return workflow(
+        [_start(), node("Many", "test.many", parameters={"count": 100}), *sets],
+        [("Start", "Many"), *zip(chain, chain[1:], strict=False)],
+    )
+
+
+def test_what_the_nodes_of_a_run_hold_together_is_capped(run):
+    """Found by an adversarial pass: 150 data.set nodes over 8192 items,
+    no expressions, took a worker from 130 MB to 2.6 GB; each output was
+    under its cap, the run's outputs together were not."""
+    outcome = run(_growing_chain(30), limits={"max_item_fields_per_run": 20_000})
+
+    assert outcome.status == "failed"
+    assert outcome.error["code"] == "ITEM_LIMIT_EXCEEDED"
+    assert "fields" in outcome.error["message"]
+    # 100 items: Many holds 200 fields and Set n 100 × (n + 3); together
+    # they pass 20,000 at Set 17.
+    assert outcome.error["node"] == "Set 17"
+
+
+def test_a_run_under_the_field_cap_is_not_refused(run):
+    outcome = run(_growing_chain(10), limits={"max_item_fields_per_run": 20_000})
+
+    assert outcome.status == "succeeded"
