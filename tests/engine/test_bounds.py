@@ -4,6 +4,8 @@ memory before it was bounded (third adversarial round)."""
 
 from __future__ import annotations
 
+import itertools
+
 from tests.engine.documents import node, record, statuses, workflow
 
 
@@ -208,7 +210,7 @@ def _growing_chain(nodes: int) -> dict:
     chain = ["Many", *(s["name"] for s in sets)]
     return workflow(
         [_start(), node("Many", "test.many", parameters={"count": 100}), *sets],
-        [("Start", "Many"), *zip(chain, chain[1:], strict=False)],
+        [("Start", "Many"), *itertools.pairwise(chain)],
     )
 
 
