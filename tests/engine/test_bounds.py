@@ -223,7 +223,7 @@ def test_what_the_nodes_of_a_run_hold_together_is_capped(run):
     assert outcome.status == "failed"
     assert outcome.error["code"] == "ITEM_LIMIT_EXCEEDED"
     assert "fields" in outcome.error["message"]
-    # 100 items: Many holds 200 fields and Set n 100 × (n + 3); together
+    # 100 items: Many holds 200 fields and Set n 100 * (n + 3); together
     # they pass 20,000 at Set 17.
     assert outcome.error["node"] == "Set 17"
 
