@@ -92,6 +92,11 @@ NODE_RULES: dict[str, Rule] = {
     "ERROR_OUTPUT_UNSUPPORTED": Rule(
         "error", "The node type has no error output, yet one is used."
     ),
+    "SYSTEM_NODE_NEEDS_ADMIN": Rule(
+        "error",
+        "A system node (the server's own checks and clean-up) sits in a "
+        "workflow whose settings.scope is not admin.",
+    ),
 }
 
 EXPRESSION_RULES: dict[str, Rule] = {

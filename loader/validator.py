@@ -159,4 +159,30 @@ def _semantic_problems(
     problems.extend(node_error_output_problems(graph, registry))
     problems.extend(cycle_problems(graph))
     problems.extend(unreachable_problems(graph, registry))
+    problems.extend(_system_scope_problems(document, nodes, registry))
+    return problems
+
+
+def _system_scope_problems(
+    document: dict[str, Any], nodes: list[Any], registry: NodeRegistry | None
+) -> list[Problem]:
+    """System nodes report on the server and clean its shared storage: only
+    a workflow that takes an admin to run may hold one."""
+    settings = document.get("settings")
+    scope = settings.get("scope", "read") if isinstance(settings, dict) else "read"
+    if registry is None or scope == "admin":
+        return []
+    problems = []
+    for index, node in enumerate(nodes):
+        node_type = node.get("type") if isinstance(node, dict) else None
+        description = registry.get(node_type) if isinstance(node_type, str) else None
+        if description is not None and description.get("category") == "system":
+            problems.append(
+                error(
+                    "SYSTEM_NODE_NEEDS_ADMIN",
+                    ["nodes", index, "type"],
+                    f"Node {node.get('name')!r} is a system node ({node_type}); "
+                    "a workflow with one must declare settings.scope admin.",
+                )
+            )
     return problems
