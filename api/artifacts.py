@@ -29,7 +29,7 @@ from werkzeug.exceptions import (
     PreconditionFailed,
     RequestedRangeNotSatisfiable,
 )
-from werkzeug.http import parse_set_header
+from werkzeug.http import parse_range_header, parse_set_header
 from werkzeug.routing import RequestRedirect
 from werkzeug.wsgi import get_input_stream
 
@@ -240,23 +240,47 @@ def _refuse_failed_if_match(digest: str) -> None:
 def _make_conditional(response: Response) -> None:
     """Range and If-None-Match for ``response``; If-Match was decided before.
 
-    Several ranges at once (``bytes=0-0,5-9``) are ignored and the whole blob
-    sent, as RFC 9110 allows: werkzeug serves one range only and would
-    refuse them with 416.
+    werkzeug does the work; what it gets wrong by RFC 9110 is settled first:
+    a current ETag in If-None-Match is 304 whatever the Range (13.2.2); a
+    Range that is not one (another unit, malformed, backwards) is ignored
+    rather than refused; a suffix longer than the blob is the whole blob
+    (14.1.2); and several ranges at once (``bytes=0-0,5-9``) are ignored and
+    the whole blob sent, as the RFC allows (werkzeug serves one range only).
     """
-    ignored = {"HTTP_IF_MATCH"}
-    if "," in request.headers.get("Range", ""):
-        ignored.add("HTTP_RANGE")
     environ = {
-        key: value for key, value in request.environ.items() if key not in ignored
+        key: value
+        for key, value in request.environ.items()
+        if key not in ("HTTP_IF_MATCH", "HTTP_RANGE")
     }
+    length = response.content_length or 0
+    current, _weak = response.get_etag()
     try:
+        wanted = _wanted_range(request.headers.get("Range"), length, current or "")
+        if wanted is not None:
+            environ["HTTP_RANGE"] = wanted
         response.make_conditional(
             environ, accept_ranges=True, complete_length=response.content_length
         )
     except RequestedRangeNotSatisfiable:
         response.close()
         raise
+
+
+def _wanted_range(header: str | None, length: int, etag: str) -> str | None:
+    """The Range to serve, if any; RequestedRangeNotSatisfiable for a zero
+    suffix (``bytes=-0``), which can select nothing."""
+    not_modified = request.if_none_match.contains_weak(etag)
+    if not header or not_modified or "," in header:
+        return None
+    if re.fullmatch(r"\s*bytes\s*=\s*-0+\s*", header):
+        raise RequestedRangeNotSatisfiable(length=length)
+    parsed = parse_range_header(header)
+    if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
+        return None
+    start, _end = parsed.ranges[0]
+    if start < 0 and -start > length:
+        return "bytes=0-"
+    return header
 
 
 @artifacts_bp.get("/v1/<namespace>/<name>/latest")

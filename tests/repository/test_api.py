@@ -268,3 +268,33 @@ def test_a_missing_artifact_is_not_found(api, token):
 
     assert response.status_code == 404
     assert response.json["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("extra", "status", "body"),
+    [
+        # Found by an adversarial pass. RFC 9110 13.2.2: If-None-Match is
+        # evaluated before Range, so a current ETag is 304 whatever the range.
+        ({"If-None-Match": "{etag}", "Range": "bytes=0-1"}, 304, b""),
+        # A Range that is not one (another unit, empty, backwards) is ignored.
+        ({"Range": "items=0-1"}, 200, b"0123456789"),
+        ({"Range": "bytes="}, 200, b"0123456789"),
+        ({"Range": "bytes=5-2"}, 200, b"0123456789"),
+        # A suffix longer than the blob is the whole blob (RFC 9110 14.1.2).
+        ({"Range": "bytes=-200001"}, 206, b"0123456789"),
+        ({"Range": "bytes=-3"}, 206, b"789"),
+        ({"Range": "bytes=2-4"}, 206, b"234"),
+        ({"Range": "bytes=-0"}, 416, None),
+        ({"Range": "bytes=20-"}, 416, None),
+    ],
+)
+def test_ranges_and_conditions_follow_rfc_9110(api, token, extra, status, body):
+    upload(api, "1.0.0", b"0123456789", token())
+    etag = fetch(api, BLOB.format(version="1.0.0"), headers=token()).headers["ETag"]
+    headers = {name: value.format(etag=etag) for name, value in extra.items()}
+
+    answer = fetch(api, BLOB.format(version="1.0.0"), headers={**token(), **headers})
+
+    assert answer.status_code == status
+    if body is not None:
+        assert answer.data == body
