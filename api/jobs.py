@@ -59,6 +59,9 @@ jobs_bp = Blueprint("jobs", __name__)
 ANONYMOUS_TENANT = keys.ANONYMOUS_TENANT
 REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError)
 WAIT_SYNTAX = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?", re.ASCII)
+LIMIT_SYNTAX = re.compile(r"[0-9]{1,3}", re.ASCII)
+CURSOR_SYNTAX = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?(e[+-]?[0-9]{1,3})?", re.ASCII)
+"""What ``next_cursor`` looks like: ``repr`` of a non-negative float."""
 SSE_HEARTBEAT_SECONDS = 15.0
 SSE_CLIENT_CHECK_SECONDS = 1.0
 """How often a quiet stream looks whether its client has left: a stream
@@ -379,12 +382,15 @@ def list_jobs() -> Response:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         raise InvalidRequest("status must be one of the job states.")
-    try:
-        limit = int(request.args.get("limit", "20"))
-        cursor = request.args.get("cursor")
-        cursor_score = float(cursor) if cursor else None
-    except ValueError:
-        raise InvalidRequest("limit and cursor must be numbers.")
+    raw_limit = request.args.get("limit", "20")
+    cursor = request.args.get("cursor")
+    # int() and float() also take other scripts' digits, signs and blanks.
+    if not LIMIT_SYNTAX.fullmatch(raw_limit):
+        raise InvalidRequest("limit must be a number from 1 to 100.")
+    if cursor and not CURSOR_SYNTAX.fullmatch(cursor):
+        raise InvalidRequest("cursor must be a cursor this API returned.")
+    limit = int(raw_limit)
+    cursor_score = float(cursor) if cursor else None
     if cursor_score is not None and not math.isfinite(cursor_score):
         raise InvalidRequest("cursor must be a cursor this API returned.")
     if not 1 <= limit <= 100:

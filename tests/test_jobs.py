@@ -293,6 +293,20 @@ def test_jobs_list_is_newest_first_filtered_and_paginated(
     assert failed["jobs"] == []
 
 
+@pytest.mark.parametrize(
+    "query",
+    # Found by an adversarial pass: int() and float() take other scripts'
+    # digits and signs, so these were a page (or an empty one), not a 400.
+    ["limit=\uff11", "limit=\u0663", "limit=+5", "limit= 5", "cursor=-1",
+     "cursor=\uff11", "cursor=1e400", "cursor=nan", "cursor=0x10"],
+)  # fmt: skip
+def test_a_job_list_query_that_is_not_plain_digits_is_refused(client, auth, query):
+    answer = client.get(f"/v1/jobs?{query}", headers=auth)
+
+    assert answer.status_code == 400
+    assert answer.get_json()["error"]["code"] == "INVALID_REQUEST"
+
+
 def test_a_re_registered_workflow_is_never_served_stale(client, auth, worker):
     import copy
 
