@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run one Celery worker")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--name", default=None, help="Celery node name")
+    worker.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="deliver webhooks instead of running jobs (a queue of their own)",
+    )
     worker.set_defaults(handler=_worker)
 
     user = commands.add_parser("user", help="manage users")
@@ -128,7 +133,10 @@ def _worker(arguments: argparse.Namespace) -> int:
     if not os.environ.get(MULTIPROC_ENV):
         os.environ[MULTIPROC_ENV] = str(fresh_multiproc_dir())
 
-    command = worker_command(arguments.concurrency, arguments.name)
+    from packagerepo import keys
+
+    queue = keys.WEBHOOK_QUEUE if arguments.webhooks else keys.EXECUTE_QUEUE
+    command = worker_command(arguments.concurrency, arguments.name, (queue,))
     os.execvp(command[0], command)
 
 

@@ -132,6 +132,13 @@ def rate_limit_prefix() -> str:
     return f"{PREFIX}-limits"
 
 
+EXECUTE_QUEUE = "packagerepo"
+"""The Celery queue of job executions."""
+WEBHOOK_QUEUE = "packagerepo.webhooks"
+"""The Celery queue of webhook deliveries, consumed by workers of their own
+so a slow receiver never holds up a job."""
+
+
 def celery_queue_lists(queue: str) -> list[str]:
     """The Redis lists kombu keeps a Celery queue's messages in (one per
     priority step; unprioritised messages sit in the first). Kombu names

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import redis
 
+from packagerepo import keys
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
@@ -68,12 +69,18 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def worker_command(concurrency: int = 1, name: str | None = None) -> list[str]:
+def worker_command(
+    concurrency: int = 1,
+    name: str | None = None,
+    queues: tuple[str, ...] = (keys.EXECUTE_QUEUE,),
+) -> list[str]:
+    """A Celery worker of ``queues``: jobs by default; webhook deliveries
+    (``keys.WEBHOOK_QUEUE``) have workers of their own."""
     command = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "--concurrency", str(concurrency), "--prefetch-multiplier", "1",
         "--loglevel", os.environ.get("LOG_LEVEL", "INFO"), "--without-gossip",
-        "--without-mingle",
+        "--without-mingle", "--queues", ",".join(queues),
     ]  # fmt: skip
     if name:
         command += ["--hostname", name]
@@ -247,6 +254,9 @@ def _start_parts(stack: Stack, settings: Settings, env: dict[str, str]) -> None:
     for index in range(int(os.environ.get("WORKERS", "1"))):
         command = worker_command(1, f"worker{index + 1}@%h")
         stack.start(f"worker {index + 1}", command, env, "worker")
+    deliveries = int(os.environ.get("WEBHOOK_CONCURRENCY", "2"))
+    command = worker_command(deliveries, "webhooks@%h", (keys.WEBHOOK_QUEUE,))
+    stack.start("webhook worker", command, env, "webhooks")
     bind = f"127.0.0.1:{os.environ.get('PORT', '5000')}"
     stack.start("api", gunicorn_command(bind=bind), env, "api")
     _print_welcome(bind, seeded or _default_password(settings))

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -29,6 +30,7 @@ os.environ.setdefault("PACKAGEREPO_ENV", "development")
 
 import itertools
 
+from packagerepo import keys
 from packagerepo.config import Settings
 from packagerepo.stack import (
     gunicorn_command,
@@ -151,16 +153,23 @@ class GunicornProcess:
 class WorkerProcess:
     """A real Celery worker process (``packagerepo worker``)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        queues: tuple[str, ...] = (keys.EXECUTE_QUEUE, keys.WEBHOOK_QUEUE),
+    ) -> None:
+        """Jobs and webhook deliveries by default, as one process."""
         self.env = env
         self.log_path = log_path
+        self.queues = queues
         self.name = f"test-{uuid.uuid4().hex[:8]}@%h"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                worker_command(1, self.name),
+                worker_command(1, self.name, self.queues),
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,
@@ -337,9 +346,10 @@ class IsolatedStack:
         self.workers: list[WorkerProcess] = []
         self._app = None
 
-    def add_worker(self) -> WorkerProcess:
+    def add_worker(self, **options: Any) -> WorkerProcess:
         index = len(self.workers)
-        process = WorkerProcess(self.env, self.directory / f"worker{index}.log")
+        log = self.directory / f"worker{index}.log"
+        process = WorkerProcess(self.env, log, **options)
         process.start()
         process.wait_ready(self.redis.client())
         self.workers.append(process)

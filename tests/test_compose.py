@@ -20,7 +20,19 @@ def compose() -> dict:
 
 
 def test_stack_has_redis_api_worker_and_flower(compose):
-    assert {"redis", "api", "worker", "flower"} <= set(compose["services"])
+    assert {"redis", "api", "worker", "webhooks", "flower"} <= set(compose["services"])
+
+
+def test_webhooks_are_delivered_by_workers_of_their_own(compose):
+    from packagerepo import keys
+    from packagerepo.stack import worker_command
+
+    arguments = _parser().parse_args(compose["services"]["webhooks"]["command"][1:])
+    jobs = _parser().parse_args(compose["services"]["worker"]["command"][1:])
+
+    assert arguments.webhooks and not jobs.webhooks
+    command = worker_command(arguments.concurrency, None, (keys.WEBHOOK_QUEUE,))
+    assert command[command.index("--queues") + 1] == keys.WEBHOOK_QUEUE
 
 
 def test_worker_can_be_scaled(compose):
@@ -33,7 +45,7 @@ def test_worker_can_be_scaled(compose):
 
 def test_api_and_workers_share_redis_and_data(compose):
     services = compose["services"]
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "webhooks"):
         env = services[name]["environment"]
         assert env["REDIS_URL"] == "redis://redis:6379/0"
         assert env["DATA_DIR"] == "/data"
@@ -43,7 +55,7 @@ def test_api_and_workers_share_redis_and_data(compose):
 
 
 def test_services_refuse_to_start_without_a_jwt_secret(compose):
-    for name in ("api", "worker"):
+    for name in ("api", "worker", "webhooks"):
         secret = compose["services"][name]["environment"]["JWT_SECRET"]
         assert re.fullmatch(r"\$\{JWT_SECRET:\?.+\}", secret)
         assert (
@@ -62,7 +74,7 @@ def test_flower_is_behind_a_profile_on_the_same_broker(compose):
     assert flower["environment"]["CELERY_BROKER_URL"] == "redis://redis:6379/0"
 
 
-@pytest.mark.parametrize("service", ["api", "worker"])
+@pytest.mark.parametrize("service", ["api", "worker", "webhooks"])
 def test_commands_are_real_cli_subcommands(compose, service):
     command = compose["services"][service]["command"]
 

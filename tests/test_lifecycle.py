@@ -9,6 +9,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -507,3 +508,34 @@ def test_a_pool_process_past_its_memory_limit_is_replaced_after_its_job(
         ran_in.append(worker.split("/")[0])  # host:pid of the pool process
 
     assert ran_in[0] != ran_in[1]
+
+
+def test_slow_webhook_receivers_do_not_hold_up_other_jobs(isolated_stack):
+    """Found by an adversarial pass: webhook deliveries shared the job
+    queue and pool, so one tenant's callbacks to a receiver that never
+    answers (5 s per attempt, retried) kept every tenant's jobs queued for
+    a minute. They have a queue and workers of their own."""
+    from worker.celery_app import QUEUE, WEBHOOK_QUEUE
+
+    stack = isolated_stack()
+    stack.add_worker(queues=(QUEUE,))
+    stack.add_worker(queues=(WEBHOOK_QUEUE,))
+    client = stack.app.test_client()
+    slow_tenant = _register(stack, "slowhooks")
+    other = _register(stack, "bystander")
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)  # never answers
+    hook = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+    try:
+        for n in range(4):
+            submitted = submit(
+                client, slow_tenant, "greet", {"name": f"s{n}"}, "?wait=10",
+                **{"X-Callback-Url": hook},
+            )  # fmt: skip
+            assert submitted.status_code == 200
+
+        answer = submit(client, other, "greet", {"name": "b"}, "?wait=8")
+
+        assert answer.status_code == 200
+        assert answer.get_json()["job"]["status"] == "succeeded"
+    finally:
+        silent.close()

@@ -26,7 +26,8 @@ from packagerepo.logs import configure_logging
 
 EXECUTE_TASK = "packagerepo.execute"
 WEBHOOK_TASK = "packagerepo.deliver_webhook"
-QUEUE = "packagerepo"
+QUEUE = keys.EXECUTE_QUEUE
+WEBHOOK_QUEUE = keys.WEBHOOK_QUEUE
 TRANSPORT = "worker.transport:Transport"
 """kombu's Redis transport, made to set aside queue entries that are no
 message and to reuse one client for its bookkeeping (``worker.transport``)."""
@@ -52,6 +53,8 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUE,
+        # Retries of a delivery go back to the webhook queue too.
+        task_routes={WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
         broker_connection_retry_on_startup=True,
         broker_transport_options={
             "visibility_timeout": 2 * MAX_EXECUTION_SECONDS,
@@ -146,8 +149,8 @@ def enqueue_job(
 
 
 def send_webhook(app: Celery, job_id: str) -> None:
-    """Ask a worker to deliver the ended job to its callback URL."""
-    app.send_task(WEBHOOK_TASK, args=[job_id], queue=QUEUE)
+    """Ask a webhook worker to deliver the ended job to its callback URL."""
+    app.send_task(WEBHOOK_TASK, args=[job_id], queue=WEBHOOK_QUEUE)
 
 
 def queue_depth(client: redis.Redis) -> int:

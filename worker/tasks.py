@@ -43,6 +43,7 @@ from worker.celery_app import (
     EXECUTE_TASK,
     HARD_LIMIT_GRACE_SECONDS,
     MAX_EXECUTION_SECONDS,
+    QUEUE,
     WEBHOOK_TASK,
     celery_app,
     enqueue_job,
@@ -155,9 +156,18 @@ def _public(job: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _runs_jobs() -> bool:
+    """Whether this worker consumes the job queue (``-Q``): a worker of
+    webhook deliveries only neither reports to /health/ready nor reaps."""
+    consumed = celery_app.amqp.queues.consume_from
+    return not consumed or QUEUE in consumed
+
+
 @worker_process_init.connect
 def _start_process(**_kwargs: object) -> None:
     global _reaper
+    if not _runs_jobs():
+        return
     runner = current_runner(_enqueue, _send_webhook)
     server = ServerReport(runner.services, runner.worker_name)
     try:
@@ -225,6 +235,8 @@ _heartbeat: ConsumerHeartbeat | None = None
 @worker_ready.connect
 def _start_heartbeat(**_kwargs: object) -> None:
     global _heartbeat
+    if not _runs_jobs():
+        return
     _heartbeat = ConsumerHeartbeat()
     _heartbeat.start()
 
