@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import re
+import select
 import socket
 import threading
 import time
@@ -494,15 +495,23 @@ class _ClientSocket:
         self._socket = connection if type(connection) is socket.socket else None
 
     def gone(self) -> bool:
-        """Whether the client closed its end (a peek reads end-of-file)."""
+        """Whether the client closed its end (a peek reads end-of-file).
+
+        Never waits: the socket carries gunicorn's read timeout, which a
+        plain ``recv`` would sit out before peeking."""
         if self._socket is None:
             return False
         try:
-            peeked = self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False  # open, nothing sent: the usual case
-        except OSError:
-            return True
+            # poll, not select: a busy process's descriptors pass 1024.
+            poller = select.poll()
+            poller.register(self._socket, select.POLLIN)
+            if not poller.poll(0):
+                return False  # open, nothing sent: the usual case
+            peeked = self._socket.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True  # reset, or closed under us
         return peeked == b""
 
 

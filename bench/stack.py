@@ -21,6 +21,7 @@ import psutil
 import redis
 import requests
 
+from bench.floor_app import FLOOR_QUEUE
 from packagerepo.accounts import Accounts
 from packagerepo.config import Settings
 from packagerepo.stack import (
@@ -72,6 +73,7 @@ def floor_worker_command(name: str) -> list[str]:
     """The project's worker command, pointed at the floor app."""
     command = project_worker_command(name)
     command[command.index("worker.celery_app")] = "bench.floor_app"
+    command[command.index("--queues") + 1] = FLOOR_QUEUE
     return command
 
 

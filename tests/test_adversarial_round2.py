@@ -249,6 +249,38 @@ def test_a_stream_whose_client_left_gives_its_slot_back_before_the_heartbeat(
         api.stop()
 
 
+def test_a_stream_under_gunicorn_follows_its_job_to_done(isolated_stack):
+    """The look for a gone client must not block: gunicorn's sockets carry
+    a read timeout, and a peek that waited on it held every stream 10 s and
+    then ended it without its done event (the benchmark caught it)."""
+    stack = isolated_stack()
+    stack.add_worker()
+    auth = stack_user(stack, "sse-follow", SLOW)
+    api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
+    try:
+        api.wait_ready()
+        submitted = requests.post(
+            f"{api.url}/v1/workflows/slow/execute",
+            json={"ms": 1500},
+            headers=auth,
+            timeout=10,
+        )
+        job_id = submitted.json()["job"]["id"]
+        with requests.get(
+            f"{api.url}/v1/jobs/{job_id}/events", headers=auth, stream=True, timeout=20
+        ) as stream:
+            events = [
+                line.removeprefix("event: ")
+                for line in stream.iter_lines(decode_unicode=True)
+                if line.startswith("event: ")
+            ]
+    finally:
+        api.stop()
+
+    assert events[-1] == "done"
+    assert "node" in events
+
+
 def test_a_non_ascii_digit_as_last_event_id_is_not_a_500(
     client, auth, workflows, worker
 ):

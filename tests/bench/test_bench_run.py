@@ -38,3 +38,17 @@ def test_cpu_per_execution_splits_the_cpu_spent_by_part() -> None:
         "client": 2.0,
         "total": 10.0,
     }
+
+
+def test_the_floor_workers_consume_the_floor_queue_and_the_project_workers_theirs():
+    """The worker command names its queues; the floor's copy of it consumed
+    the project's queue, so the floor never answered."""
+    from bench.floor_app import FLOOR_QUEUE
+    from bench.stack import floor_worker_command, project_worker_command
+    from worker.celery_app import QUEUE
+
+    def queues(command: list[str]) -> str:
+        return command[command.index("--queues") + 1]
+
+    assert queues(floor_worker_command("floor@bench")) == FLOOR_QUEUE
+    assert queues(project_worker_command("worker@bench")) == QUEUE
