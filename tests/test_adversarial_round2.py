@@ -160,41 +160,16 @@ def test_a_callback_host_that_resolves_privately_at_delivery_time_gets_nothing(
 # -------------------------------------------------------------------- SSE
 
 
-def test_event_streams_of_one_client_cannot_take_every_api_thread(
-    isolated_stack, monkeypatch
-):
-    """HIGH. Each open SSE stream of an unfinished job holds a gunicorn
-    thread (15 s heartbeat); 70 streams against the default 2x32 threads
-    made GET /health time out for everyone (README: "gthread, so SSE streams
-    never block other requests"). Reproduced here with 4 threads."""
-    monkeypatch.setenv("API_THREADS", "4")
+def _queued_job_behind_gunicorn(isolated_stack, tenant: str):
+    """A job that stays queued (no worker) and a gunicorn API to stream it."""
     stack = isolated_stack()
-    auth = stack_user(stack, "sse", SLOW)
+    auth = stack_user(stack, tenant, SLOW)
     submitted = stack.app.test_client().post(
         "/v1/workflows/slow/execute", json={"ms": 1000}, headers=auth
     )
-    job_id = submitted.get_json()["job"]["id"]  # no worker: stays queued
+    job_id = submitted.get_json()["job"]["id"]
     api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
-    streams = []
-    try:
-        api.wait_ready()
-        for _ in range(5):
-            conn = socket.create_connection(("127.0.0.1", api.port))
-            conn.sendall(
-                f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n"
-                f"Authorization: {auth['Authorization']}\r\n\r\n".encode()
-            )
-            streams.append(conn)
-        time.sleep(1)
-        try:
-            answer = requests.get(f"{api.url}/health", timeout=5)
-        except requests.Timeout:
-            pytest.fail("GET /health got no answer while 5 event streams were open")
-        assert answer.status_code == 200
-    finally:
-        for conn in streams:
-            conn.close()
-        api.stop()
+    return auth, job_id, api
 
 
 def _open_stream(port: int, job_id: str, auth: dict) -> socket.socket:
@@ -218,6 +193,31 @@ def _refused(conn: socket.socket) -> bool:
         conn.close()
 
 
+def test_event_streams_of_one_client_cannot_take_every_api_thread(
+    isolated_stack, monkeypatch
+):
+    """HIGH. Each open SSE stream of an unfinished job holds a gunicorn
+    thread (15 s heartbeat); 70 streams against the default 2x32 threads
+    made GET /health time out for everyone (README: "gthread, so SSE streams
+    never block other requests"). Reproduced here with 4 threads."""
+    monkeypatch.setenv("API_THREADS", "4")
+    auth, job_id, api = _queued_job_behind_gunicorn(isolated_stack, "sse")
+    streams = []
+    try:
+        api.wait_ready()
+        streams = [_open_stream(api.port, job_id, auth) for _ in range(5)]
+        time.sleep(1)
+        try:
+            answer = requests.get(f"{api.url}/health", timeout=5)
+        except requests.Timeout:
+            pytest.fail("GET /health got no answer while 5 event streams were open")
+        assert answer.status_code == 200
+    finally:
+        for conn in streams:
+            conn.close()
+        api.stop()
+
+
 def test_a_stream_whose_client_left_gives_its_slot_back_before_the_heartbeat(
     isolated_stack, monkeypatch
 ):
@@ -225,13 +225,7 @@ def test_a_stream_whose_client_left_gives_its_slot_back_before_the_heartbeat(
     until the next heartbeat failed to write (15 s): opening and dropping
     SSE_MAX_STREAMS streams shut everyone out of event streams that long."""
     monkeypatch.setenv("API_THREADS", "4")  # SSE_MAX_STREAMS = 2
-    stack = isolated_stack()
-    auth = stack_user(stack, "sse-left", SLOW)
-    submitted = stack.app.test_client().post(
-        "/v1/workflows/slow/execute", json={"ms": 1000}, headers=auth
-    )
-    job_id = submitted.get_json()["job"]["id"]  # no worker: stays queued
-    api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
+    auth, job_id, api = _queued_job_behind_gunicorn(isolated_stack, "sse-left")
     try:
         api.wait_ready()
         left = [_open_stream(api.port, job_id, auth) for _ in range(2)]
