@@ -19,7 +19,7 @@ import requests
 import urllib3
 
 from bench.floor_app import FLOOR_QUEUE, NOOP_IGNORED_TASK, NOOP_TASK, make_floor_app
-from bench.measure import Sample, closed_loop, paced, wait_drained
+from bench.measure import Operation, Sample, closed_loop, paced, wait_drained
 from bench.stack import BenchStack
 from worker.celery_app import QUEUE
 
@@ -260,15 +260,17 @@ def _drain(stack: BenchStack, workers: list, queue: str, count: int) -> dict:
     }
 
 
+MODES = {
+    "wait": ApiClient.execute_wait,
+    "poll": ApiClient.execute_poll,
+    "sse": ApiClient.execute_sse,
+}
+
+
 def end_to_end(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
     """resolve_latest over HTTP, awaited three ways, at each concurrency."""
-    modes = {
-        "wait": ApiClient.execute_wait,
-        "poll": ApiClient.execute_poll,
-        "sse": ApiClient.execute_sse,
-    }
     results: dict[str, Any] = {}
-    for mode, operation in modes.items():
+    for mode, operation in MODES.items():
         results[mode] = {}
         for concurrency in plan.concurrencies:
             before = stack.cpu_seconds()
@@ -348,20 +350,48 @@ def scaling(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
     return results
 
 
-def executions(stack: BenchStack, token: str, count: int, concurrency: int) -> Sample:
-    """Exactly ``count`` awaited executions from ``concurrency`` threads."""
+def executions(
+    stack: BenchStack,
+    token: str,
+    count: int,
+    concurrency: int,
+    operation: Operation = ApiClient.execute_wait,
+) -> Sample:
+    """Exactly ``count`` executions from ``concurrency`` threads, each
+    awaited by ``operation`` (``?wait`` unless told)."""
     return closed_loop(
         lambda: ApiClient(stack.base_url, token),
-        ApiClient.execute_wait,
+        operation,
         concurrency=concurrency,
         seconds=3600.0,
         total=count,
     )
 
 
+def warm_up(stack: BenchStack, token: str, count: int, concurrency: int) -> int:
+    """``count`` executions awaited each way the measurement awaits them,
+    at ``concurrency``; returns how many ran.
+
+    gunicorn's thread pool starts threads only as concurrent requests need
+    them, and each new thread grows its process once (its stack, its
+    allocator arena, one more Redis connection in the pool); SSE streams
+    hold a thread longer than ``?wait`` does, so a warm-up with one way
+    alone leaves threads to start during the measurement.
+    """
+    return sum(
+        len(executions(stack, token, count, concurrency, operation).latencies)
+        for operation in MODES.values()
+    )
+
+
 def memory_snapshot(stack: BenchStack) -> dict[str, int]:
     """RSS in bytes of the API's processes and of the first worker's."""
     return {**stack.api_rss(), **stack.workers[0].rss()}
+
+
+def thread_snapshot(stack: BenchStack) -> dict[str, int]:
+    """Threads of the processes ``memory_snapshot`` measures."""
+    return {**stack.api_threads(), **stack.workers[0].threads()}
 
 
 def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:

@@ -107,14 +107,15 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
     e2e.publish_artifact(client)
     e2e.register_wait_workflow(client, stack)
 
-    # Warmed at the highest concurrency the run uses, so every API thread
-    # that will serve has served before the baseline snapshot: a thread's
-    # first requests grow the process (its stack, its allocator arena) once.
+    # Warmed each way and at the highest concurrency the run uses, so the
+    # API threads that will serve have served before the baseline snapshot
+    # (e2e.warm_up says why that matters).
     concurrency = max(plan.concurrencies)
-    log.info("Warming up with %d executions.", plan.memory_baseline)
-    warm = e2e.executions(stack, token, plan.memory_baseline, concurrency)
+    log.info("Warming up with %d executions each way.", plan.memory_baseline)
+    warmed = e2e.warm_up(stack, token, plan.memory_baseline, concurrency)
     before = e2e.memory_snapshot(stack)
-    done = len(warm.latencies)
+    threads_before = e2e.thread_snapshot(stack)
+    done = warmed
 
     log.info("Measuring resolve_latest over HTTP.")
     results["end_to_end"] = e2e.end_to_end(stack, token, plan)
@@ -137,11 +138,13 @@ def measure(stack: BenchStack, plan: e2e.Plan, workers: int) -> dict[str, Any]:
         e2e.executions(stack, token, remaining - first_half, concurrency=concurrency)
     after = e2e.memory_snapshot(stack)
     results["memory"] = {
-        "executions_before": plan.memory_baseline,
+        "executions_before": warmed,
         "executions_middle": done + first_half,
         "executions_after": done + remaining,
         "rss": e2e.growth(before, after),
         "rss_second_half": e2e.growth(middle, after),
+        "threads_before": threads_before,
+        "threads_after": e2e.thread_snapshot(stack),
     }
 
     log.info("Measuring scaling over %s workers.", plan.scaling_workers)
@@ -265,6 +268,8 @@ def print_table(results: dict[str, Any]) -> None:
             f"efficiency {row['efficiency']}"
         )
     memory = results["memory"]
+    threads_before = memory.get("threads_before", {})
+    threads_after = memory.get("threads_after", {})
     for name, row in memory["rss"].items():
         half = memory["rss_second_half"].get(name, {})
         print(
@@ -272,7 +277,8 @@ def print_table(results: dict[str, Any]) -> None:
             f"{memory['executions_before']}, {half.get('before_mib')} MiB after "
             f"{memory['executions_middle']}, {row['after_mib']} MiB after "
             f"{memory['executions_after']} ({row['growth']:+.1%}; second half "
-            f"{half.get('growth', 0):+.1%})"
+            f"{half.get('growth', 0):+.1%}; threads {threads_before.get(name)} "
+            f"-> {threads_after.get(name)})"
         )
     print("\nTargets:")
     for name, check in results["targets"].items():

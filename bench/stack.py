@@ -112,9 +112,8 @@ class Part:
 
     def cpu_seconds(self) -> float:
         """User and system CPU time of this process and its children so far."""
-        root = psutil.Process(self.process.pid)
         total = 0.0
-        for process in [root, *root.children(recursive=True)]:
+        for _name, process in self._tree():
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = process.cpu_times()
                 total += times.user + times.system
@@ -122,11 +121,19 @@ class Part:
 
     def rss(self) -> dict[str, int]:
         """Resident set size of this process and each of its children."""
+        return {name: process.memory_info().rss for name, process in self._tree()}
+
+    def threads(self) -> dict[str, int]:
+        """Threads of this process and of each of its children."""
+        return {name: process.num_threads() for name, process in self._tree()}
+
+    def _tree(self) -> list[tuple[str, psutil.Process]]:
         root = psutil.Process(self.process.pid)
-        sizes = {f"{self.name}": root.memory_info().rss}
-        for index, child in enumerate(root.children(recursive=True)):
-            sizes[f"{self.name}/child{index + 1}"] = child.memory_info().rss
-        return sizes
+        children = root.children(recursive=True)
+        return [(self.name, root)] + [
+            (f"{self.name}/child{index + 1}", child)
+            for index, child in enumerate(children)
+        ]
 
 
 class BenchStack:
@@ -215,6 +222,9 @@ class BenchStack:
 
     def api_rss(self) -> dict[str, int]:
         return self.api.rss() if self.api else {}
+
+    def api_threads(self) -> dict[str, int]:
+        return self.api.threads() if self.api else {}
 
     def redis_version(self) -> str:
         return self.redis.info("server")["redis_version"]

@@ -52,3 +52,38 @@ def test_the_floor_workers_consume_the_floor_queue_and_the_project_workers_their
 
     assert queues(floor_worker_command("floor@bench")) == FLOOR_QUEUE
     assert queues(project_worker_command("worker@bench")) == QUEUE
+
+
+def test_a_part_reports_memory_and_threads_for_itself_and_each_child(
+    tmp_path: Path,
+) -> None:
+    """The memory check names every process of a part, so a growing gunicorn
+    worker shows as itself, with the threads that explain its growth."""
+    import os
+    import time
+
+    from bench.stack import Part
+
+    script = (
+        "import subprocess, sys, threading, time\n"
+        "sleeper = 'import time; time.sleep(60)'\n"
+        "child = subprocess.Popen([sys.executable, '-c', sleeper])\n"
+        "for _ in range(3):\n"
+        "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    log = tmp_path / "part.log"
+    part = Part("api", [sys.executable, "-c", script], dict(os.environ), log)
+    try:
+        deadline = time.monotonic() + 20
+        while "ready" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        sizes, threads = part.rss(), part.threads()
+
+        assert set(sizes) == set(threads) == {"api", "api/child1"}
+        assert all(size > 1_000_000 for size in sizes.values())
+        assert threads == {"api": 4, "api/child1": 1}
+    finally:
+        part.stop()
