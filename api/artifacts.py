@@ -221,7 +221,11 @@ def download_blob(namespace: str, name: str, version: str, variant: str) -> Resp
     hex_digest = record["digest"].removeprefix("sha256:")
     response.headers["X-Checksum-Sha256"] = hex_digest
     encoded = base64.b64encode(bytes.fromhex(hex_digest)).decode()
-    response.headers["Content-Digest"] = f"sha-256=:{encoded}:"
+    # RFC 9530: Repr-Digest is the whole blob's; Content-Digest is of the
+    # bytes sent, which are the whole blob only in a 200.
+    response.headers["Repr-Digest"] = f"sha-256=:{encoded}:"
+    if response.status_code == 200:
+        response.headers["Content-Digest"] = f"sha-256=:{encoded}:"
     return response
 
 
@@ -290,6 +294,7 @@ def latest(namespace: str, name: str) -> Response:
         namespace,
         name,
         include_prerelease=_flag(request.args.get("prerelease")),
+        variant=request.args.get("variant"),
     )
     return jsonify({"ok": True, **answer})
 

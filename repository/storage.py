@@ -55,6 +55,7 @@ from repository.coordinates import (
     normalise_name,
     normalise_namespace,
     normalise_tenant,
+    normalise_variant,
 )
 from repository.versions import latest as latest_version
 from repository.versions import sort_versions
@@ -391,19 +392,30 @@ class ArtifactStore:
         name: str,
         *,
         include_prerelease: bool = False,
+        variant: str | None = None,
     ) -> dict[str, Any]:
         """The answer of ``GET /v1/<ns>/<name>/latest`` and ``resolve_latest``.
 
         The highest release, or the highest version of all when
-        ``include_prerelease``. ``NotFound`` when nothing qualifies, which
-        includes a package with pre-releases only and ``include_prerelease``
-        false: its message says to ask with ``prerelease=true``.
+        ``include_prerelease``; with a ``variant``, of the versions that
+        have it. ``NotFound`` when nothing qualifies, which includes a
+        package with pre-releases only and ``include_prerelease`` false: its
+        message says to ask with ``prerelease=true``.
         """
         namespace, name = normalise_namespace(namespace), normalise_name(name)
         package = self._package_dir(tenant, namespace, name)
         versions = self._published_versions(package)
         if not versions:
             raise NotFound(f"The package {namespace}/{name} does not exist.")
+        if variant is not None:
+            variant = normalise_variant(variant)
+            record = variant + RECORD_SUFFIX
+            versions = [v for v in versions if (package / v / record).is_file()]
+            if not versions:
+                raise NotFound(
+                    f"The package {namespace}/{name} has no version "
+                    f"of variant {variant}."
+                )
 
         chosen = latest_version(versions, include_prerelease=include_prerelease)
         if chosen is None:

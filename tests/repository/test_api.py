@@ -216,6 +216,29 @@ def test_latest_of_prereleases_only_is_not_found_unless_asked_for(api, token):
     assert asked.json["version"] == "2.0.0-rc.1"
 
 
+def test_latest_takes_a_variant(api, token):
+    upload(api, "1.0.0", b"a", token())
+    api.put(
+        "/v1/acme/tool/2.0.0/other/blob",
+        data=b"b",
+        headers=token(),
+        content_type="application/octet-stream",
+    )
+
+    plain = fetch(api, "/v1/acme/tool/latest", headers=token())
+    of_default = fetch(api, "/v1/acme/tool/latest?variant=default", headers=token())
+    of_none = fetch(api, "/v1/acme/tool/latest?variant=nowhere", headers=token())
+    hostile = fetch(api, "/v1/acme/tool/latest?variant=../x", headers=token())
+
+    assert plain.json["version"] == "2.0.0"
+    assert of_default.json["version"] == "1.0.0"
+    assert (of_none.status_code, of_none.json["error"]["code"]) == (404, "NOT_FOUND")
+    assert (hostile.status_code, hostile.json["error"]["code"]) == (
+        400,
+        "VALIDATION_ERROR",
+    )
+
+
 def test_names_are_normalised_in_urls(api, token):
     upload(api, "1.0.0", b"x", token())
 
@@ -298,3 +321,23 @@ def test_ranges_and_conditions_follow_rfc_9110(api, token, extra, status, body):
     assert answer.status_code == status
     if body is not None:
         assert answer.data == body
+
+
+def test_a_partial_answer_carries_the_whole_blobs_digest_as_repr_digest(api, token):
+    """Found by a fresh user: a 206 said Content-Digest with the whole blob's
+    digest, but RFC 9530's Content-Digest is of the bytes sent; the whole
+    representation's is Repr-Digest."""
+    content = b"0123456789"
+    encoded = base64.b64encode(hashlib.sha256(content).digest()).decode()
+    upload(api, "1.0.0", content, token())
+
+    whole = fetch(api, BLOB.format(version="1.0.0"), headers=token())
+    part = fetch(
+        api, BLOB.format(version="1.0.0"), headers={**token(), "Range": "bytes=2-4"}
+    )
+
+    assert whole.headers["Content-Digest"] == f"sha-256=:{encoded}:"
+    assert whole.headers["Repr-Digest"] == f"sha-256=:{encoded}:"
+    assert part.status_code == 206
+    assert "Content-Digest" not in part.headers
+    assert part.headers["Repr-Digest"] == f"sha-256=:{encoded}:"

@@ -263,6 +263,37 @@ def test_latest_of_prereleases_only_is_not_found_unless_asked_for(store, publish
     )
 
 
+def test_latest_of_a_variant_is_the_highest_release_that_has_it(store, publish):
+    """Found by a fresh user: download_artifact without a version took the
+    package's highest release and then found no such variant in it."""
+    publish("1.0.0", b"linux", variant="linux-amd64")
+    publish("1.1.0-rc.1", b"linux rc", variant="linux-amd64")
+    publish("3.0.1", b"other", variant="default")
+
+    answer = store.latest(TENANT, "acme", "tool", variant="Linux-AMD64")
+    with_pre = store.latest(
+        TENANT, "acme", "tool", variant="linux-amd64", include_prerelease=True
+    )
+
+    assert answer == {
+        "namespace": "acme",
+        "name": "tool",
+        "version": "1.0.0",
+        "variants": ["linux-amd64"],
+    }
+    assert with_pre["version"] == "1.1.0-rc.1"
+    assert store.latest(TENANT, "acme", "tool")["version"] == "3.0.1"
+
+
+def test_latest_of_a_variant_no_release_has_is_not_found(store, publish):
+    publish("1.0.0", b"x", variant="default")
+
+    with pytest.raises(NotFound) as caught:
+        store.latest(TENANT, "acme", "tool", variant="darwin-arm64")
+
+    assert "darwin-arm64" in caught.value.message
+
+
 def test_an_unknown_package_is_not_found(store):
     with pytest.raises(NotFound):
         store.version_list(TENANT, "acme", "nothing")

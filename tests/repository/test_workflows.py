@@ -175,6 +175,22 @@ def test_download_without_a_version_locates_the_latest_release(run):
     assert outcome.result["version"] == "1.10.0"
 
 
+def test_download_without_a_version_takes_the_latest_release_of_its_variant(run):
+    """Found by a fresh user: a newer release of another variant made the
+    download fail NOT_FOUND although an older one had the variant."""
+    linux = {"variant": "linux-amd64"}
+    run("publish_artifact", coordinate("1.0.0", content_base64=encoded(b"l"), **linux))
+    run("publish_artifact", coordinate("3.0.1", content_base64=encoded(b"d")))
+
+    outcome = run(
+        "download_artifact",
+        {"namespace": "acme", "name": "tool", "variant": "linux-amd64"},
+    )
+
+    assert outcome.status == "succeeded", outcome.error
+    assert outcome.result["version"] == "1.0.0"
+
+
 def test_download_of_a_missing_artifact_fails_not_found(run):
     outcome = run("download_artifact", coordinate("9.9.9"))
 
@@ -274,6 +290,29 @@ def test_list_and_latest_workflows_answer_like_the_direct_endpoints(
         answer = fetch(direct, path, bearer()).json
         answer.pop("ok")
         assert outcome.result == answer
+
+
+def test_resolve_latest_of_a_variant_answers_like_the_direct_endpoint(
+    run, direct, bearer
+):
+    upload(direct, "1.0.0", b"a", bearer())
+    run(
+        "publish_artifact",
+        coordinate("2.0.0", content_base64=encoded(b"b"), variant="x"),
+    )
+
+    outcome = run(
+        "resolve_latest", {"namespace": "acme", "name": "tool", "variant": "default"}
+    )
+    answer = fetch(direct, "/v1/acme/tool/latest?variant=default", bearer()).json
+    answer.pop("ok")
+    hostile = run(
+        "resolve_latest", {"namespace": "acme", "name": "tool", "variant": "../x"}
+    )
+
+    assert outcome.result == answer
+    assert answer["version"] == "1.0.0"
+    assert (hostile.status, hostile.error["code"]) == ("failed", "VALIDATION_ERROR")
 
 
 def test_resolve_latest_includes_prereleases_only_when_asked(run):

@@ -82,6 +82,7 @@ def resolve_latest(call: NodeCall) -> Outputs:
             call.param("namespace"),
             call.param("package"),
             include_prerelease=_flag(call.param("prerelease", False)),
+            variant=call.param("variant", None),
         )
     )
 
