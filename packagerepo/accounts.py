@@ -23,8 +23,8 @@ import bcrypt
 import jwt
 
 from packagerepo.config import Settings
-from packagerepo.errors import AlreadyExists, InvalidRequest, Unauthorized
-from packagerepo.files import write_atomically
+from packagerepo.errors import AlreadyExists, InvalidRequest, NotFound, Unauthorized
+from packagerepo.files import fsync_directory, write_atomically
 from packagerepo.tenants import check_tenant, is_tenant
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,16 @@ class Accounts:
         write_atomically(path, json.dumps(record).encode(), mode=0o600)
         log.info("User %s was saved in tenant %s.", username, tenant)
         return identity
+
+    def delete_user(self, username: str) -> None:
+        """Remove a user; the tokens issued to them stop working at once."""
+        path = self._user_path(username)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise NotFound(f"User {username} does not exist.") from None
+        fsync_directory(path.parent)
+        log.info("User %s was deleted.", username)
 
     def authenticate(self, username: Any, password: Any) -> Identity:
         """The identity of a user whose password matches, else Unauthorized."""

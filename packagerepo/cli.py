@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         help="overwrite an existing user: new password, tenant and scopes",
     )
     add.set_defaults(handler=_user_add)
+    delete = user_commands.add_parser(
+        "delete", help="remove a user (their tokens stop working)"
+    )
+    delete.add_argument("username")
+    delete.set_defaults(handler=_user_delete)
 
     secret = commands.add_parser(
         "webhook-secret", help="print the secret a tenant's webhooks are signed with"
@@ -198,6 +203,20 @@ def _user_add(arguments: argparse.Namespace) -> int:
         f"User {identity.username} can now log in to tenant {identity.tenant} "
         f"(stored under {settings.data_dir})."
     )
+    return 0
+
+
+def _user_delete(arguments: argparse.Namespace) -> int:
+    from packagerepo.accounts import Accounts
+    from packagerepo.errors import PackageRepoError
+
+    settings = Settings.from_env()
+    try:
+        Accounts(settings).delete_user(arguments.username)
+    except PackageRepoError as error:
+        print(f"error: {error.code}: {error.message}", file=sys.stderr)
+        return 1
+    print(f"User {arguments.username} was deleted (from {settings.data_dir}).")
     return 0
 
 

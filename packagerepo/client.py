@@ -29,6 +29,9 @@ STREAM_READ_TIMEOUT = 60.0
 """Longer than the server's SSE heartbeat (15 s), so a quiet job is not lost."""
 
 
+LOGIN_PATH = "/auth/login"
+
+
 class ClientError(Exception):
     """Raised when the service refuses a request or cannot be reached."""
 
@@ -93,14 +96,14 @@ class ServiceClient:
         except ValueError:
             body = None
         if response.status_code >= 400:
-            raise ClientError(f"The service answered {response.status_code}.", body)
+            raise ClientError(_refusal(response.status_code, path), body)
         if not isinstance(body, dict):
             raise ClientError("The service answered something other than JSON.")
         return body
 
     def login(self, username: str, password: str) -> dict[str, Any]:
         body = {"username": username, "password": password}
-        return self._call("POST", "/auth/login", json=body)
+        return self._call("POST", LOGIN_PATH, json=body)
 
     def submit(self, workflow: str, workflow_input: Any) -> dict[str, Any]:
         """Enqueue a job; returns the job as the service describes it."""
@@ -131,8 +134,18 @@ class ServiceClient:
             raise ClientError(f"The event stream could not be opened: {error}")
         with response:
             if response.status_code >= 400:
-                raise ClientError(f"The service answered {response.status_code}.")
+                raise ClientError(_refusal(response.status_code, "events"))
             yield from _parse_events(response.iter_lines())
+
+
+def _refusal(status: int, path: str) -> str:
+    """What a refusal tells the user: a 401 outside login says how to log in."""
+    if status == 401 and path != LOGIN_PATH:
+        return (
+            "The service answered 401: log in with `packagerepo login USERNAME`, "
+            "or give a token with --token or PACKAGEREPO_TOKEN."
+        )
+    return f"The service answered {status}."
 
 
 def _parse_events(lines: Iterator[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:

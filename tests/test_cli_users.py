@@ -139,3 +139,33 @@ def test_a_reader_that_stops_early_gets_no_traceback(stack_env):
 
     assert b"Traceback" not in stderr
     assert b"BrokenPipeError" not in stderr
+
+
+def test_user_delete_removes_the_user_and_their_tokens_stop_working(
+    stack_env, tmp_path
+):
+    """Found by a fresh user: the README spoke of deleted users, but the CLI
+    could only add them."""
+    import pytest
+
+    from packagerepo.accounts import Accounts
+    from packagerepo.config import Settings
+    from packagerepo.errors import Unauthorized
+
+    env = {**stack_env, "DATA_DIR": str(tmp_path), "PACKAGEREPO_PASSWORD": "pw1"}
+    settings = Settings(data_dir=tmp_path, jwt_secret="x" * 32)
+    assert run_cli("user", "add", "erin", "--tenant", "acme", env=env).returncode == 0
+    accounts = Accounts(settings)
+    token, _ = accounts.issue_token(accounts.authenticate("erin", "pw1"))
+
+    deleted = run_cli("user", "delete", "erin", env=env)
+    again = run_cli("user", "delete", "erin", env=env)
+    hostile = run_cli("user", "delete", "../users/erin", env=env)
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (tmp_path / "users" / "erin.json").exists()
+    with pytest.raises(Unauthorized):
+        accounts.decode_token(token)
+    assert (again.returncode, "NOT_FOUND" in again.stderr) == (1, True)
+    assert (hostile.returncode, "INVALID_REQUEST" in hostile.stderr) == (1, True)
+    assert "Traceback" not in again.stderr + hostile.stderr

@@ -46,7 +46,9 @@ def test_login_with_a_wrong_password_fails_and_stores_nothing(
     status = main(["login", "nobody", "--url", live.url])
 
     assert status == 1
-    assert "UNAUTHORIZED" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "UNAUTHORIZED" in err
+    assert "log in with" not in err
     assert not (tmp_path / "config" / "token").exists()
 
 
@@ -107,3 +109,17 @@ def test_the_installed_command_reads_url_and_token_from_the_environment(
     )
 
     assert finished.returncode == 0, finished.stderr
+
+
+def test_a_command_without_a_token_says_how_to_log_in(
+    live, tmp_path, monkeypatch, capsys
+):
+    """Found by a fresh user: `packagerepo jobs` before logging in answered
+    only "The service answered 401."."""
+    monkeypatch.setenv("PACKAGEREPO_CONFIG", str(tmp_path / "empty-config"))
+    monkeypatch.delenv("PACKAGEREPO_TOKEN", raising=False)
+
+    status = main(["jobs", "--url", live.url])
+
+    assert status == 1
+    assert "packagerepo login" in capsys.readouterr().err
