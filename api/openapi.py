@@ -369,6 +369,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "parameters": [
             *PACKAGE,
             _param("prerelease", "query", {"type": "string"}, "true to allow them."),
+            _param(
+                "variant",
+                "query",
+                {"type": "string"},
+                "Only versions that have this variant.",
+            ),
         ],
         "responses": _responses(s200=_json(_ok(), "The latest version.")),
     },
