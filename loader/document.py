@@ -22,7 +22,11 @@ from packagerepo.errors import InvalidWorkflow, PackageRepoError
 MAX_BYTES = 1_048_576
 MAX_DEPTH = 64
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A string runs to its closing quote or, unclosed, to the end of the text
+# (a lone backslash may end it). Every quote that opens a string therefore
+# matches at once: a pattern that could fail there would be retried at each
+# escaped quote inside, quadratic on "\"\"\"... with no closing quote.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _BRACKET_DELTA = {"{": 1, "[": 1, "}": -1, "]": -1}
 _BRACKETS_ONLY = re.compile(r"[\[\]{}]+")
 

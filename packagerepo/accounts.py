@@ -25,6 +25,7 @@ import jwt
 from packagerepo.config import Settings
 from packagerepo.errors import AlreadyExists, InvalidRequest, NotFound, Unauthorized
 from packagerepo.files import fsync_directory, write_atomically
+from packagerepo.keys import ANONYMOUS_TENANT
 from packagerepo.tenants import check_tenant, is_tenant
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ SCOPES = ("read", "write", "admin")
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 REQUIRED_CLAIMS = ["sub", "tenant", "scopes", "iat", "exp", "iss"]
 BCRYPT_ROUNDS = int(os.environ.get("BCRYPT_ROUNDS", "12"))
+BCRYPT_MAX_BYTES = 72
+"""bcrypt reads a password's first 72 bytes; a longer one is refused."""
 # A hash to compare against when the user does not exist, so an unknown name
 # costs the same time as a wrong password.
 _DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(4))
@@ -118,6 +121,16 @@ class Accounts:
             raise InvalidRequest("A password must not be empty.")
         if not _is_text(password):
             raise InvalidRequest("A password must be Unicode text (UTF-8).")
+        if len(password.encode()) > BCRYPT_MAX_BYTES:
+            raise InvalidRequest(
+                f"A password must be at most {BCRYPT_MAX_BYTES} bytes "
+                "(bcrypt reads no further)."
+            )
+        if tenant == ANONYMOUS_TENANT:
+            raise InvalidRequest(
+                f"Tenant {ANONYMOUS_TENANT} holds the anonymous jobs; "
+                "no user can belong to it."
+            )
 
         identity = Identity(username, check_tenant(tenant), check_scopes(scopes))
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
@@ -150,7 +163,7 @@ class Accounts:
             raise Unauthorized("Invalid username or password.")
         record = self._read_user(username)
         stored = record["password_hash"].encode() if record else _DUMMY_HASH
-        matches = bcrypt.checkpw(password.encode()[:72], stored)
+        matches = bcrypt.checkpw(password.encode()[:BCRYPT_MAX_BYTES], stored)
         if not record or not matches:
             raise Unauthorized("Invalid username or password.")
         return Identity(record["username"], record["tenant"], tuple(record["scopes"]))
@@ -262,6 +275,7 @@ def _now() -> float:
 
 
 def _is_user_record(record: Any) -> bool:
+    """A stored user, in a tenant a user may have (not the anonymous one)."""
     return (
         isinstance(record, dict)
         and all(
@@ -269,6 +283,7 @@ def _is_user_record(record: Any) -> bool:
             for field in ("username", "tenant", "password_hash")
         )
         and isinstance(record.get("scopes"), list)
+        and record["tenant"] != ANONYMOUS_TENANT
     )
 
 
@@ -290,6 +305,7 @@ def _identity_from_claims(claims: dict[str, Any]) -> Identity:
         isinstance(scopes, list)
         and all(scope in SCOPES for scope in scopes)
         and is_tenant(tenant)
+        and tenant != ANONYMOUS_TENANT
         and isinstance(subject, str)
     ):
         raise Unauthorized("The token's claims are invalid.")

@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 
 from packagerepo import keys
-from packagerepo.accounts import Accounts
+from packagerepo.accounts import BCRYPT_MAX_BYTES, Accounts
 from packagerepo.config import Settings
 from packagerepo.logs import configure_logging
 from packagerepo.metrics import MULTIPROC_ENV, fresh_multiproc_dir
@@ -176,6 +176,13 @@ def run_stack() -> int:
     configure_logging(settings.log_format, settings.log_level)
     if not settings.development and not settings.jwt_secret:
         log.error("JWT_SECRET must be set outside development mode; nothing started.")
+        return 2
+    if len(settings.admin_password.encode()) > BCRYPT_MAX_BYTES:
+        log.error(
+            "ADMIN_PASSWORD is longer than %d bytes, more than bcrypt reads; "
+            "nothing started.",
+            BCRYPT_MAX_BYTES,
+        )
         return 2
     busy = _busy_ports()
     if busy:

@@ -112,6 +112,15 @@ def test_production_without_a_jwt_secret_refuses_to_start_with_one_line(tmp_path
     _refused(env, tmp_path, "JWT_SECRET")
 
 
+def test_an_admin_password_longer_than_bcrypt_takes_refuses_to_start(tmp_path):
+    """Found by an adversarial pass: a 100-byte ADMIN_PASSWORD crashed the
+    start with bcrypt's ValueError after Redis was already up."""
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env.update(DATA_DIR=str(tmp_path), ADMIN_PASSWORD="p" * 100)
+
+    _refused(env, tmp_path, "ADMIN_PASSWORD", "72 bytes")
+
+
 def _refused(env: dict[str, str], data_dir, *said: str) -> None:
     """``packagerepo run`` stops before starting anything, with one line
     that says ``said``."""
