@@ -96,6 +96,14 @@ class WorkflowNotFound(PackageRepoError):
     status = 404
 
 
+class WorkflowChanged(PackageRepoError):
+    """Raised when a job's workflow is no longer the document it was
+    submitted with (its cache entry expired and the file was replaced)."""
+
+    code = "WORKFLOW_CHANGED"
+    status = 409
+
+
 class AlreadyExists(PackageRepoError):
     """Raised when a write-once record (artifact, user) already exists."""
 

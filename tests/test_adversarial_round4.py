@@ -71,3 +71,73 @@ def test_a_password_longer_than_bcrypt_takes_is_refused_with_a_code(app, tenant)
         accounts.add_user("u-" + tenant, "p" * 100, tenant=tenant, scopes=["read"])
 
     assert "72 bytes" in refused.value.message
+
+
+def _queued_job_whose_cache_entry_is_gone(settings, tenant, replacement):
+    """A greet job queued, its workflow file then replaced by ``replacement``
+    (or left as it was when None), and its cache entry expired."""
+    from packagerepo import keys
+    from packagerepo.services import Services
+    from tests.conftest import GREET
+
+    services = Services(settings)
+    services.catalog.save(tenant, "greet", GREET)
+    validated = services.cache.validated_file(services.catalog, tenant, "greet")
+    job = services.jobs.create(
+        tenant=tenant,
+        workflow="greet",
+        digest=validated.digest,
+        input={"name": "Ada"},
+        submitted_by="test",
+    )
+    if replacement is not None:
+        services.catalog.save(tenant, "greet", replacement)
+    services.redis.delete(keys.workflow_cache(tenant, validated.digest))
+    return job
+
+
+def _run_in_a_fresh_worker(settings, job):
+    from packagerepo.services import Services
+    from worker.runner import JobRunner
+
+    services = Services(settings)  # its memory cache is empty too
+    JobRunner(services, "test:1", lambda *_: None, lambda _: None).run(
+        job["id"], job["tenant"]
+    )
+    return services.jobs.get(job["tenant"], job["id"])
+
+
+@pytest.mark.integration
+def test_a_job_whose_workflow_changed_after_submission_does_not_run_the_new_one(
+    settings, tenant
+):
+    """MEDIUM. On a cache miss the worker ran whatever file was there now:
+    a write-scope user queued a read-scope workflow, replaced it with one
+    of admin scope holding system nodes, and the job ran those."""
+    from tests.conftest import chain, node
+
+    replaced = chain(
+        "greet",
+        node("Start", "trigger.start", 0),
+        node("Answer", "respond.json", 200, body={"replaced": True}),
+    )
+    job = _queued_job_whose_cache_entry_is_gone(settings, tenant, replaced)
+
+    ended = _run_in_a_fresh_worker(settings, job)
+
+    assert ended["status"] == "failed"
+    assert ended["error"]["code"] == "WORKFLOW_CHANGED"
+    assert ended["result"] is None
+    assert ended["nodes"] == []
+
+
+@pytest.mark.integration
+def test_a_job_whose_cache_entry_expired_still_runs_its_unchanged_file(
+    settings, tenant
+):
+    job = _queued_job_whose_cache_entry_is_gone(settings, tenant, None)
+
+    ended = _run_in_a_fresh_worker(settings, job)
+
+    assert ended["status"] == "succeeded", ended["error"]
+    assert ended["result"] == {"name": "Ada", "greeting": "Hello, Ada!"}

@@ -25,7 +25,7 @@ from redis.retry import Retry
 
 from packagerepo import keys, liveness, metrics
 from packagerepo.config import Settings
-from packagerepo.errors import PackageRepoError
+from packagerepo.errors import PackageRepoError, WorkflowChanged
 from packagerepo.jobs import JobStatus, event_json, now_iso
 from packagerepo.logs import log_context
 from packagerepo.services import Services
@@ -321,6 +321,13 @@ class JobRunner:
             self.services.catalog, tenant, job["workflow"]
         )
         validated.report.raise_for_errors()
+        # The job was checked (scope, validity) against the document of its
+        # digest; a file replaced since then is another workflow.
+        if validated.digest != job["digest"]:
+            raise WorkflowChanged(
+                f"Workflow {job['workflow']} was changed after this job was "
+                "submitted; submit it again."
+            )
         return validated.document, WorkflowGraph.from_document(validated.document)
 
 
