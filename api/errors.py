@@ -12,9 +12,15 @@ import logging
 import kombu.exceptions
 import redis
 from flask import Flask, Response, has_request_context, jsonify, request
+from gunicorn.http import errors as http_errors
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from packagerepo.errors import PackageRepoError, QueueUnavailable, RateLimited
+from packagerepo.errors import (
+    InvalidRequest,
+    PackageRepoError,
+    QueueUnavailable,
+    RateLimited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,15 @@ def _from_redis(exception: Exception) -> Response:
     )
 
 
+def _from_framing(exception: Exception) -> Response:
+    """A body whose chunked framing breaks mid-read (gunicorn finds it only
+    as the view reads): the client's fault, and nothing was written."""
+    log.info("A request body was refused: %s.", type(exception).__name__)
+    return error_response(
+        InvalidRequest(f"The request body is not well framed: {exception}."[:300])
+    )
+
+
 def _from_unexpected(exception: Exception) -> Response:
     log.exception("An unexpected error escaped a request handler.")
     return error_response(PackageRepoError("An internal error occurred."))
@@ -95,4 +110,6 @@ def install(app: Flask) -> None:
     ):
         app.register_error_handler(refusal, _from_redis)
     app.register_error_handler(kombu.exceptions.OperationalError, _from_redis)
+    app.register_error_handler(http_errors.ParseException, _from_framing)
+    app.register_error_handler(http_errors.NoMoreData, _from_framing)
     app.register_error_handler(Exception, _from_unexpected)

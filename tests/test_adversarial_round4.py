@@ -10,6 +10,7 @@ import pytest
 
 from packagerepo.errors import InvalidRequest, Unauthorized
 from packagerepo.keys import ANONYMOUS_TENANT
+from repository.coordinates import Coordinate
 
 JSON = {"Content-Type": "application/json"}
 
@@ -141,3 +142,43 @@ def test_a_job_whose_cache_entry_expired_still_runs_its_unchanged_file(
 
     assert ended["status"] == "succeeded", ended["error"]
     assert ended["result"] == {"name": "Ada", "greeting": "Hello, Ada!"}
+
+
+@pytest.mark.integration
+def test_a_malformed_chunked_body_is_a_400_and_publishes_nothing(isolated_stack):
+    """LOW. A chunk size that is no hex number ("ZZ") surfaced as gunicorn's
+    InvalidChunkSize inside the view: 500 INTERNAL_ERROR with a traceback."""
+    from tests.conftest import GunicornProcess
+    from tests.test_adversarial_round3_http import raw_exchange
+
+    stack = isolated_stack()
+    services = stack.app.extensions["packagerepo"]
+    identity = services.accounts.add_user(
+        "chunker", "pw-chunker", tenant="chunk", scopes=["read", "write"]
+    )
+    token, _ = services.accounts.issue_token(identity)
+    head = (
+        "{} {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + "\r\n"
+        "Content-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    broken = b"5\r\nhello\r\nZZ\r\nxx\r\n0\r\n\r\n"
+    api = GunicornProcess(stack.env, stack.directory / "gunicorn.log", workers=1)
+    try:
+        api.wait_ready()
+        login = raw_exchange(
+            api.port, head.format("POST", "/auth/login", "application/json"), broken
+        )
+        upload = raw_exchange(
+            api.port,
+            head.format(
+                "PUT", "/v1/acme/chunky/1.0.0/default/blob", "application/octet-stream"
+            ),
+            broken,
+        )
+    finally:
+        api.stop()
+
+    assert (login[0], login[1]["error"]["code"]) == (400, "INVALID_REQUEST")
+    assert (upload[0], upload[1]["error"]["code"]) == (400, "INVALID_REQUEST")
+    coordinate = Coordinate.parse("acme", "chunky", "1.0.0", "default")
+    assert not services.artifacts.exists("chunk", coordinate)
