@@ -81,7 +81,9 @@ class Settings:
             lease_seconds=_int("LEASE_SECONDS", cls.lease_seconds),
             max_attempts=_int("MAX_ATTEMPTS", cls.max_attempts),
             webhook_secret=os.environ.get("WEBHOOK_SECRET", ""),
-            webhook_allowlist=tuple(h for h in allowlist.split(",") if h.strip()),
+            webhook_allowlist=tuple(
+                host.strip().lower() for host in allowlist.split(",") if host.strip()
+            ),
             webhook_allow_loopback=_bool("WEBHOOK_ALLOW_LOOPBACK", False),
             webhook_max_attempts=_int("WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts),
             webhook_backoff_seconds=float(

@@ -76,13 +76,16 @@ def check_destination(url: str, settings: Settings) -> Destination:
         raise InvalidRequest("X-Callback-Url must be a URL of at most 2048 characters.")
     try:
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        default = 443 if parts.scheme == "https" else 80
+        port = default if parts.port is None else parts.port
     except ValueError:
         raise InvalidRequest("X-Callback-Url is not a well-formed URL.")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InvalidRequest("X-Callback-Url must be an http or https URL.")
     if parts.username or parts.password:
         raise InvalidRequest("X-Callback-Url must not carry credentials.")
+    if port == 0:
+        raise InvalidRequest("X-Callback-Url's port must not be 0.")
 
     host = parts.hostname.lower()
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -97,6 +100,7 @@ def check_destination(url: str, settings: Settings) -> Destination:
         never_public = any(address in network for network in NEVER_PUBLIC)
         if (
             never_public
+            or checked.is_multicast
             or not checked.is_global
             or (embedded and not address.is_global)
         ):
@@ -110,6 +114,7 @@ SIIT = ipaddress.ip_network("::ffff:0:0:0/96")
 NEVER_PUBLIC = (
     ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
     ipaddress.ip_network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments (RFC 6890)
 )
 """Ranges Python counts as global that only ever reach a private network."""
 

@@ -182,3 +182,37 @@ def test_a_malformed_chunked_body_is_a_400_and_publishes_nothing(isolated_stack)
     assert (upload[0], upload[1]["error"]["code"]) == (400, "INVALID_REQUEST")
     coordinate = Coordinate.parse("acme", "chunky", "1.0.0", "default")
     assert not services.artifacts.exists("chunk", coordinate)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://224.0.0.1/hook",  # multicast
+        "http://239.255.255.250:1900/hook",  # SSDP multicast
+        "http://[ff02::1]/hook",  # link-local multicast (Python calls it global)
+        "http://[ff0e::1]/hook",  # global-scope multicast: no one receiver
+        "http://192.0.0.8/hook",  # IETF protocol assignments (RFC 6890)
+        "http://1.1.1.1:0/hook",  # port 0 is no port
+    ],
+)
+def test_multicast_protocol_and_portless_callbacks_are_refused(url, settings):
+    """LOW. Python's is_global says yes to these; a webhook has one
+    receiver on a real port."""
+    import dataclasses
+
+    from packagerepo.webhooks import check_destination
+
+    strict = dataclasses.replace(settings, webhook_allow_loopback=False)
+
+    with pytest.raises(InvalidRequest):
+        check_destination(url, strict)
+
+
+def test_allowlisted_hosts_are_trimmed_and_case_folded(monkeypatch):
+    """LOW. WEBHOOK_ALLOWLIST="a.example, B.example" never matched
+    b.example: the entries kept their spaces and capitals."""
+    from packagerepo.config import Settings
+
+    monkeypatch.setenv("WEBHOOK_ALLOWLIST", "a.example, B.example ,,")
+
+    assert Settings.from_env().webhook_allowlist == ("a.example", "b.example")
