@@ -216,3 +216,52 @@ def test_allowlisted_hosts_are_trimmed_and_case_folded(monkeypatch):
     monkeypatch.setenv("WEBHOOK_ALLOWLIST", "a.example, B.example ,,")
 
     assert Settings.from_env().webhook_allowlist == ("a.example", "b.example")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("status", ["{{ 204 }}", "{{ 205 }}", "{{ 304 }}", "{{ 301 }}"])
+def test_respond_json_cannot_answer_a_status_that_has_no_json_body(
+    app, client, auth, tenant, worker, status
+):
+    """LOW. respond.json with status 204 or 304 made ?wait answer an empty
+    body (no job, no JSON), and a 3xx one had no Location to go to."""
+    from tests.conftest import chain, node
+
+    document = chain(
+        "bodiless",
+        node("Start", "trigger.start", 0),
+        node("Answer", "respond.json", 200, body={"a": 1}, status=status),
+    )
+    app.extensions["packagerepo"].catalog.save(tenant, "bodiless", document)
+
+    response = client.post(
+        "/v1/workflows/bodiless/execute?wait=20", json={}, headers=auth
+    )
+
+    assert response.get_json()["error"]["code"] == "INVALID_PARAMETER"
+
+
+@pytest.mark.integration
+def test_respond_error_codes_are_short_upper_case_words(
+    app, client, auth, tenant, worker
+):
+    """LOW. respond.error passed any code through: an 8 MB string, or the
+    digits of a number; the envelope's code is a word like the API's own."""
+    from tests.conftest import chain, node
+
+    document = chain(
+        "oddcode",
+        node("Start", "trigger.start", 0),
+        node("Fail", "respond.error", 200, code="{{ $json.code }}", message="m"),
+    )
+    app.extensions["packagerepo"].catalog.save(tenant, "oddcode", document)
+
+    def answer(code):
+        response = client.post(
+            "/v1/workflows/oddcode/execute?wait=20", json={"code": code}, headers=auth
+        )
+        return response.get_json()["error"]
+
+    assert answer("OUT_OF_STOCK")["code"] == "OUT_OF_STOCK"
+    for hostile in [5, "X" * 100_000, "lower case", ["A"]]:
+        assert answer(hostile)["code"] == "INVALID_PARAMETER", hostile

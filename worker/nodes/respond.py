@@ -6,10 +6,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from packagerepo.errors import NodeFailed
 from worker.nodes.base import NodeCall, Respond, implements
+
+
+BODILESS = frozenset({204, 205})
+"""Statuses whose answer has no body, so no JSON: respond.json refuses them."""
+CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+"""An error code is a word like the API's own (``OUT_OF_STOCK``)."""
+MAX_MESSAGE_CHARS = 2000
 
 
 def _status(call: NodeCall, default: int, low: int, high: int) -> int:
@@ -22,9 +30,10 @@ def _status(call: NodeCall, default: int, low: int, high: int) -> int:
         status = int(status)
     if not isinstance(status, int) or isinstance(status, bool):
         status = -1
-    if not low <= status <= high:
+    if not low <= status <= high or status in BODILESS:
         raise NodeFailed(
-            f"Node {call.name!r} needs an HTTP status from {low} to {high}.",
+            f"Node {call.name!r} needs an HTTP status from {low} to {high}"
+            " that carries a body (not 204 or 205).",
             code="INVALID_PARAMETER",
         )
     return status
@@ -33,13 +42,20 @@ def _status(call: NodeCall, default: int, low: int, high: int) -> int:
 @implements("respond.json")
 def respond_json(call: NodeCall) -> Respond:
     body: Any = call.param("body")
-    return Respond(body=body, status=_status(call, 200, 200, 399))
+    return Respond(body=body, status=_status(call, 200, 200, 299))
 
 
 @implements("respond.error")
 def respond_error(call: NodeCall) -> Respond:
-    code = str(call.param("code") or "WORKFLOW_ERROR")
+    code = call.param("code") or "WORKFLOW_ERROR"
+    if not isinstance(code, str) or not CODE_PATTERN.fullmatch(code):
+        raise NodeFailed(
+            f"Node {call.name!r} needs a code of capitals, digits and _ "
+            "(at most 64), such as OUT_OF_STOCK.",
+            code="INVALID_PARAMETER",
+        )
     message = str(call.param("message") or "The workflow answered with an error.")
+    message = message[:MAX_MESSAGE_CHARS]
     status = _status(call, 500, 400, 599)
     return Respond(
         body={"code": code, "message": message},
