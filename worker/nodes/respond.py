@@ -12,7 +12,6 @@ from typing import Any
 from packagerepo.errors import NodeFailed
 from worker.nodes.base import NodeCall, Respond, implements
 
-
 BODILESS = frozenset({204, 205})
 """Statuses whose answer has no body, so no JSON: respond.json refuses them."""
 CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
