@@ -436,6 +436,10 @@ def job_events(job_id: str) -> Response:
     job_id = _checked_id(job_id)
     services().jobs.public(tenant, job_id)  # 404 before the stream starts
     last_seen = _last_event_id()
+    if last_seen:
+        # An id past the log's end was never sent: resume from the end, so
+        # what comes next (done at the latest) still reaches the client.
+        last_seen = min(last_seen, services().jobs.event_count(tenant, job_id))
 
     # Each open stream holds one of this process's threads; past the cap a
     # client is told to come back, so streams never take every thread.

@@ -558,6 +558,11 @@ class JobStore:
         raw = self.redis.lrange(keys.job_event_log(tenant, job_id), seq, -1)
         return [(seq + i + 1, json.loads(item)) for i, item in enumerate(raw)]
 
+    def event_count(self, tenant: str, job_id: str) -> int:
+        """How many events the job's log holds: the last sequence number."""
+        count: int = self.redis.llen(keys.job_event_log(tenant, job_id))
+        return count
+
     def list(
         self,
         tenant: str,

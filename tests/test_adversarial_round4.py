@@ -265,3 +265,25 @@ def test_respond_error_codes_are_short_upper_case_words(
     assert answer("OUT_OF_STOCK")["code"] == "OUT_OF_STOCK"
     for hostile in [5, "X" * 100_000, "lower case", ["A"]]:
         assert answer(hostile)["code"] == "INVALID_PARAMETER", hostile
+
+
+@pytest.mark.integration
+def test_a_stream_resumed_past_the_end_of_its_log_still_gets_done(
+    client, auth, workflows, worker
+):
+    """LOW. Last-Event-ID 999999999 on a running job: the stream said nothing
+    and closed after the job ended without its done. An id past the log is
+    taken as the log's end."""
+    submitted = client.post(
+        "/v1/workflows/slow/execute", json={"ms": 1500}, headers=auth
+    ).get_json()
+    job_id = submitted["job"]["id"]
+
+    response = client.get(
+        f"/v1/jobs/{job_id}/events",
+        headers={**auth, "Last-Event-ID": "999999999"},
+    )
+    body = response.get_data(as_text=True)
+
+    assert "event: done" in body
+    assert '"succeeded"' in body.split("event: done", 1)[1]
