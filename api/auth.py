@@ -94,7 +94,7 @@ def login() -> Response:
     services = _services()
     username = body.get("username")
     services.rate_limits.hit(
-        services.settings.login_rate, "login", str(username)[:64], _client_address()
+        services.settings.login_rate, "login", str(username)[:64], client_address()
     )
 
     identity = services.accounts.authenticate(username, body.get("password"))
@@ -115,5 +115,7 @@ def me() -> Response:
     return jsonify({"ok": True, "user": g.identity.to_dict()})
 
 
-def _client_address() -> str:
+def client_address() -> str:
+    """The caller's address as the server saw it (behind a proxy, the
+    proxy's: such a deployment should pass the client's on and trust it)."""
     return request.remote_addr or "unknown"

@@ -29,7 +29,7 @@ from flask import (
 )
 
 from api import celery, services
-from api.auth import check_scope, require_scope, resolve_identity
+from api.auth import check_scope, client_address, require_scope, resolve_identity
 from api.requests import json_body
 from loader.cache import CachedWorkflow
 from loader.limits import execution_timeout
@@ -103,7 +103,13 @@ def execute(name: str) -> Response:
 
     validated = state.cache.validated_file(state.catalog, tenant, name)
     check_scope(identity, _required_scope(validated.document))
-    state.rate_limits.hit(state.settings.tenant_submit_rate, "submit", tenant)
+    if identity is None:
+        # Anonymous callers share a tenant, not a budget: each address has
+        # its own, so one client cannot lock everyone out of auth_login.
+        rate = state.settings.anonymous_submit_rate
+        state.rate_limits.hit(rate, "submit-anonymous", client_address())
+    else:
+        state.rate_limits.hit(state.settings.tenant_submit_rate, "submit", tenant)
     callback_url = _callback_url()
     validated.report.raise_for_errors()
 

@@ -38,6 +38,7 @@ class Settings:
     max_wait_seconds: int = 30
     tenant_max_running: int = 4
     tenant_submit_rate: str = "50/second"
+    anonymous_submit_rate: str = "5/second"
     login_rate: str = "10/minute"
     allow_anon_read: bool = False
     lease_seconds: int = 30
@@ -75,6 +76,9 @@ class Settings:
             tenant_max_running=_int("TENANT_MAX_RUNNING", cls.tenant_max_running),
             tenant_submit_rate=os.environ.get(
                 "TENANT_SUBMIT_RATE", cls.tenant_submit_rate
+            ),
+            anonymous_submit_rate=os.environ.get(
+                "ANONYMOUS_SUBMIT_RATE", cls.anonymous_submit_rate
             ),
             login_rate=os.environ.get("LOGIN_RATE", cls.login_rate),
             allow_anon_read=_bool("ALLOW_ANON_READ", False),

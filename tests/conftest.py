@@ -96,6 +96,8 @@ def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
         "BCRYPT_ROUNDS": "4",
         "LEASE_SECONDS": "3",
         "TENANT_SUBMIT_RATE": "1000/second",
+        # The test client and gunicorn test stacks all call from 127.0.0.1.
+        "ANONYMOUS_SUBMIT_RATE": "1000/second",
         "WEBHOOK_ALLOW_LOOPBACK": "true",
         "WEBHOOK_BACKOFF_SECONDS": "0.2",
         "WEBHOOK_MAX_ATTEMPTS": "3",

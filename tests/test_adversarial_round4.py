@@ -287,3 +287,31 @@ def test_a_stream_resumed_past_the_end_of_its_log_still_gets_done(
 
     assert "event: done" in body
     assert '"succeeded"' in body.split("event: done", 1)[1]
+
+
+def test_one_anonymous_client_cannot_use_up_every_anonymous_callers_rate(
+    settings, tenant
+):
+    """LOW-MEDIUM. Anonymous executes all counted against tenant public's
+    TENANT_SUBMIT_RATE: 80 from one client took the 50 of that second, and
+    a login from anyone else was 429. They count per client address now."""
+    import dataclasses
+
+    from api import create_app
+
+    app = create_app(dataclasses.replace(settings, anonymous_submit_rate="2/minute"))
+    client = app.test_client()
+    login = {"username": "u-" + tenant, "password": "wrong"}
+
+    def execute(address):
+        return client.post(
+            "/v1/workflows/auth_login/execute",
+            json=login,
+            environ_base={"REMOTE_ADDR": address},
+        ).status_code
+
+    flooder = [execute("10.9.0.1") for _ in range(3)]
+    other = execute("10.9.0.2")
+
+    assert flooder == [202, 202, 429]
+    assert other == 202
