@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api import services
+from api.auth import resolve_identity
 from packagerepo import keys, liveness
 from packagerepo.services import Services
 
@@ -21,17 +22,23 @@ def health() -> Response:
 
 @health_bp.get("/health/ready")
 def ready() -> Response:
-    """Ready when Redis answers, storage is writable and a worker is up.
+    """Ready when Redis answers, storage is writable and a worker is up;
+    with an admin token, each worker's start-up report beside.
 
     Its Redis questions go through ``quick_redis``: a Redis that stops
     answering makes this a 503 in about two seconds, inside a probe's
     timeout."""
     state = services()
+    identity = resolve_identity(required=False)
     checks = {
         "redis": _check_redis(state),
         "storage": _check_storage(state),
         "workers": _check_workers(state),
     }
+    if not (identity and identity.is_admin):
+        # The workers' reports (storage paths, hosts, workflow digests) are
+        # the admin-only `server` workflow's answer; a probe needs the count.
+        checks["workers"].pop("reports", None)
     ready_now = all(check["ok"] for check in checks.values())
     response = jsonify({"ok": ready_now, "checks": checks})
     response.status_code = 200 if ready_now else 503

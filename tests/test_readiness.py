@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -10,10 +11,13 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_ready_lists_the_workers_server_reports(client, worker):
+def test_ready_lists_the_workers_server_reports_to_an_admin(
+    client, worker, make_user, tenant
+):
+    admin = make_user(tenant, scopes=("admin",))
     deadline = time.monotonic() + 20
     while True:
-        response = client.get("/health/ready")
+        response = client.get("/health/ready", headers=admin)
         workers = response.get_json()["checks"]["workers"]
         if workers.get("reports") or time.monotonic() > deadline:
             break
@@ -26,6 +30,26 @@ def test_ready_lists_the_workers_server_reports(client, worker):
     assert {"auth_login", "resolve_latest", "server"} <= {
         entry["name"] for entry in report["report"]["workflows"]["workflows"]
     }
+
+
+def test_ready_without_an_admin_token_says_how_many_workers_and_nothing_more(
+    client, worker, make_user, tenant
+):
+    """Found by an adversarial pass: the reports (DATA_DIR, host names, every
+    workflow's digest) were open to anyone; the admin-only `server`
+    workflow was meant to keep them."""
+    deadline = time.monotonic() + 20
+    while client.get("/health/ready").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    for headers in ({}, make_user(tenant, scopes=("read", "write"))):
+        workers = client.get("/health/ready", headers=headers).get_json()
+        workers = workers["checks"]["workers"]
+
+        assert workers["ok"] is True and workers["count"] >= 1
+        assert "reports" not in workers
+        assert "data_dir" not in json.dumps(workers)
 
 
 def test_not_ready_without_a_live_worker(isolated_stack):
