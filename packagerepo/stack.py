@@ -66,6 +66,10 @@ def redis_command(port: int, data_dir: Path) -> list[str]:
         "--save", "",
         "--daemonize", "no",
         "--loglevel", "warning",
+        # At the cap Redis refuses writes (the API answers 503); it never
+        # evicts a job to make room.
+        "--maxmemory", os.environ.get("REDIS_MAXMEMORY", "1gb"),
+        "--maxmemory-policy", "noeviction",
     ]  # fmt: skip
 
 

@@ -90,3 +90,26 @@ def test_dockerfile_copies_only_paths_that_exist():
     for line in copies:
         for source in line.split()[:-1]:
             assert (ROOT / source).exists(), source
+
+
+def test_redis_refuses_writes_past_a_memory_cap_rather_than_evicting(compose):
+    """Found by an adversarial pass: nothing bounded Redis's memory, so a
+    flood of large inputs and results could take the host down. At the cap
+    writes fail (the API answers 503), and no job is evicted."""
+    command = compose["services"]["redis"]["command"]
+
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1] == "${REDIS_MAXMEMORY:-1gb}"
+
+
+def test_the_local_redis_has_the_same_cap(tmp_path, monkeypatch):
+    from packagerepo.stack import redis_command
+
+    monkeypatch.delenv("REDIS_MAXMEMORY", raising=False)
+    default = redis_command(6399, tmp_path)
+    monkeypatch.setenv("REDIS_MAXMEMORY", "256mb")
+    chosen = redis_command(6399, tmp_path)
+
+    assert default[default.index("--maxmemory") + 1] == "1gb"
+    assert chosen[chosen.index("--maxmemory") + 1] == "256mb"
+    assert chosen[chosen.index("--maxmemory-policy") + 1] == "noeviction"
