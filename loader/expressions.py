@@ -79,11 +79,15 @@ _PYTHON_SPELLINGS = {
     "!": " not ",
 }
 
+# A quoted name runs to the next quote of its kind, never past it: a lazy
+# scan to a back-referenced quote ran to the end of the text from every
+# opening, quadratic on "$('" repeated.
+_QUOTED = r"""(?:"(?P<{0}2>[^"]*)"|'(?P<{0}1>[^']*)')"""
 _NODE_REFERENCE = re.compile(
-    r"""\$(?:node\s*\[|\s*\()\s*(?P<q>["'])(?P<name>.*?)(?P=q)\s*[\])]"""
+    r"\$(?:node\s*\[|\s*\()\s*" + _QUOTED.format("name") + r"\s*[\])]"
 )
 _VARIABLE_REFERENCE = re.compile(
-    r"""\$vars\s*(?:\.\s*(?P<attr>[A-Za-z_]\w*)|\[\s*(?P<q>["'])(?P<key>.*?)(?P=q)\s*\])"""
+    r"\$vars\s*(?:\.\s*(?P<attr>[A-Za-z_]\w*)|\[\s*" + _QUOTED.format("key") + r"\s*\])"
 )
 
 
@@ -133,11 +137,12 @@ def _body_at(text: str, start: int, end: int) -> tuple[str, int]:
     return text[start:end], end + 2
 
 
-@lru_cache(maxsize=4096)
 def syntax_problem(body: str) -> ExpressionProblem | None:
     """Why the engine would refuse ``body``, or None when it would run it.
 
-    Memoised: the same expressions recur across documents and tenants.
+    Memoised for bodies the engine could run: the same expressions recur
+    across documents and tenants. A body too large is refused uncached, so
+    the cache never holds one.
     """
     if len(body) > MAX_EXPRESSION_CHARS:
         return ExpressionProblem(
@@ -145,6 +150,11 @@ def syntax_problem(body: str) -> ExpressionProblem | None:
             f"The expression is {len(body)} characters long; the engine's "
             f"limit is {MAX_EXPRESSION_CHARS}.",
         )
+    return _syntax_problem(body)
+
+
+@lru_cache(maxsize=4096)
+def _syntax_problem(body: str) -> ExpressionProblem | None:
     if not body.strip():
         return ExpressionProblem("INVALID_EXPRESSION", "The expression is empty.", True)
 
@@ -272,13 +282,16 @@ def _call_problem(node: ast.Call) -> str | None:
 
 def node_references(body: str) -> list[str]:
     """Names of the nodes an expression reads."""
-    return [match.group("name") for match in _NODE_REFERENCE.finditer(body)]
+    return [
+        match.group("name1") or match.group("name2") or ""
+        for match in _NODE_REFERENCE.finditer(body)
+    ]
 
 
 def variable_references(body: str) -> list[str]:
     """Names of the variables an expression reads."""
     return [
-        match.group("attr") or match.group("key")
+        match.group("attr") or match.group("key1") or match.group("key2") or ""
         for match in _VARIABLE_REFERENCE.finditer(body)
     ]
 

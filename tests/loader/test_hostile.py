@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from loader import Report, expressions, parse_document, validate
 from loader.document import _JSON_STRING, load_json
-from loader.expressions import syntax_problem
 from loader.regexes import is_catastrophic
 from packagerepo.errors import InvalidWorkflow, PackageRepoError
 from tests.loader.conftest import noop_nodes
@@ -269,7 +268,7 @@ def test_an_expression_with_a_thousand_closings_is_judged_quickly() -> None:
 
     parses = []
     real_parse = expressions.ast.parse
-    syntax_problem.cache_clear()
+    expressions._syntax_problem.cache_clear()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
             expressions.ast,
