@@ -11,7 +11,7 @@ depth as a warning.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from loader.expressions import (
@@ -22,7 +22,12 @@ from loader.expressions import (
     variable_references,
 )
 from loader.problems import PathPart, Problem, error, field_path, warning
-from loader.regexes import is_catastrophic, regex_problem
+from loader.regexes import (
+    MAX_PATTERN_CHARS_PER_DOCUMENT,
+    PatternBudget,
+    is_catastrophic,
+    regex_problem,
+)
 from loader.registry import NodeRegistry
 from loader.schema import CompiledSchema
 
@@ -39,6 +44,7 @@ class NodeContext:
     node_names: frozenset[str]
     variables: frozenset[str]
     max_parameter_depth: int
+    patterns: PatternBudget = field(default_factory=PatternBudget)
 
 
 def duplicate_problems(nodes: list[Any]) -> list[Problem]:
@@ -215,7 +221,7 @@ def _string_problems(
         if "{{" in text:
             problems.extend(_expression_problems(text, path, description, context))
         elif path[len(where) :] and _is_pattern(path, where, regex_keys):
-            problems.extend(_regex_problems(text, path, description))
+            problems.extend(_regex_problems(text, path, description, context))
     return problems
 
 
@@ -285,8 +291,19 @@ def _expression_problems(
 
 
 def _regex_problems(
-    pattern: str, path: list[PathPart], description: dict[str, Any] | None
+    pattern: str,
+    path: list[PathPart],
+    description: dict[str, Any] | None,
+    context: NodeContext,
 ) -> list[Problem]:
+    if not context.patterns.take(pattern):
+        message = (
+            f"The document's patterns pass {MAX_PATTERN_CHARS_PER_DOCUMENT} "
+            "characters in all; this one was not compiled."
+        )
+        return (
+            [error("INVALID_REGEX", path, message)] if description is not None else []
+        )
     reason = regex_problem(pattern)
     if reason:
         # n8n patterns may be JavaScript (/x/i); only ours must compile here.

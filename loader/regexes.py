@@ -20,6 +20,26 @@ from re import _parser  # type: ignore[attr-defined]
 from typing import Any
 
 MAX_PATTERN_LENGTH = 2000
+MAX_PATTERN_CHARS_PER_DOCUMENT = 4000
+"""Pattern characters one document may have compiled in all: compiling is
+not cheap (a case-insensitive class over all of Unicode costs about 5 ms),
+so a document of thousands of patterns is refused, not compiled."""
+
+
+class PatternBudget:
+    """The pattern characters a document has left to compile."""
+
+    def __init__(self, chars: int = MAX_PATTERN_CHARS_PER_DOCUMENT) -> None:
+        self.left = chars
+
+    def take(self, pattern: str) -> bool:
+        """Whether ``pattern`` fits in what is left (and takes it if so)."""
+        if len(pattern) > self.left:
+            self.left = 0
+            return False
+        self.left -= len(pattern)
+        return True
+
 
 _REPEATS = {sre.MAX_REPEAT, sre.MIN_REPEAT}
 _WIDE = {sre.ANY, sre.IN, sre.CATEGORY, sre.NOT_LITERAL}

@@ -70,3 +70,29 @@ def test_bodies_too_large_to_run_are_not_kept_in_the_syntax_cache():
     assert expressions._syntax_problem.cache_info().currsize == 0
     assert syntax_problem("1 + 1") is None
     assert expressions._syntax_problem.cache_info().currsize == 1
+
+
+def test_a_document_compiles_a_bounded_total_of_pattern_characters(monkeypatch):
+    """MEDIUM. Every string under a pattern/regex key was compiled; a
+    case-insensitive class over all of Unicode costs ~5 ms to compile, and
+    a 70 KB document of them took 18.8 s of an API process's CPU."""
+    import loader.nodes
+    from loader import validate
+    from loader.regexes import MAX_PATTERN_CHARS_PER_DOCUMENT
+    from tests.loader.test_hostile import _start_and_set
+
+    compiled: list[int] = []
+    real = loader.nodes.regex_problem
+    monkeypatch.setattr(
+        loader.nodes,
+        "regex_problem",
+        lambda pattern: compiled.append(len(pattern)) or real(pattern),
+    )
+    pattern = "(?i)" + "[\\x10-\\U0010f000]" * 50
+    values = {f"pattern_{i}": pattern + str(i) for i in range(100)}
+
+    report = validate(_start_and_set({"values": values}))
+
+    assert sum(compiled) <= MAX_PATTERN_CHARS_PER_DOCUMENT
+    refused = [p.message for p in report.errors if p.code == "INVALID_REGEX"]
+    assert refused and all("in all" in message for message in refused)
