@@ -83,7 +83,12 @@ NODE_RULES: dict[str, Rule] = {
         "error",
         "A parameter is missing, unknown or mistyped per the registry's schema.",
     ),
-    "INVALID_REGEX": Rule("error", "A pattern parameter is not a regular expression."),
+    "INVALID_REGEX": Rule(
+        "error",
+        "A pattern parameter is not a regular expression (or passes the 2,000 "
+        "characters of one pattern or the 4,000 of all of a document's, which "
+        "are not compiled).",
+    ),
     "CATASTROPHIC_REGEX": Rule(
         "warning",
         "A regular expression nests unbounded repeats and may backtrack "
