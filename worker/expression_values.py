@@ -18,6 +18,10 @@ from packagerepo.errors import ExpressionFailed
 
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024
 MAX_INT_BITS = 4096
+MAX_JOIN_ITEMS = 100_000
+"""Elements ``join`` turns into text one at a time: a call the expression's
+time limit cannot interrupt (a million took seconds), so a longer list is
+refused."""
 
 
 def as_text(value: Any) -> str:
@@ -204,6 +208,8 @@ def _split(text: str, separator: str | None = None) -> list[str]:
 
 
 def _join(values: list[Any], separator: str = "") -> str:
+    if isinstance(values, list) and len(values) > MAX_JOIN_ITEMS:
+        raise too_large("a list to join")
     check_size(values)
     if len(separator) * len(values) > MAX_OUTPUT_CHARS:
         raise too_large("a string")

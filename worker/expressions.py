@@ -35,6 +35,7 @@ caps, and this module evaluates; it re-exports the others' public names.
 from __future__ import annotations
 
 import ast
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -84,6 +85,9 @@ __all__ = [
 ]
 
 EXPRESSION_TIME_LIMIT = 0.5
+DEADLINE_PASSED = "DEADLINE_PASSED"
+"""The code of an expression stopped by its node's or run's deadline; the
+engine reports the node's own timeout code in its place."""
 
 _TRUTHY_NAMES = {"true": True, "false": False, "null": None}
 _TRUTHY_NAMES |= {"True": True, "False": False, "None": None}
@@ -216,8 +220,10 @@ class ExpressionContext:
         now: str,
         time_limit: float = EXPRESSION_TIME_LIMIT,
         output_budget: int | None = None,
+        deadline: float = math.inf,
     ) -> None:
         self.time_limit = time_limit
+        self.deadline = deadline
         # What all evaluations of the run may build together: each value is
         # capped, but a node with thousands of parameters is not.
         self.output_budget = output_budget
@@ -251,25 +257,41 @@ class ExpressionContext:
         evaluator.names = names
         return evaluator
 
-    def evaluate(self, value: Any, item: dict[str, Any] | None = None) -> Any:
-        """``value`` with every template in it (at any depth) evaluated."""
+    def evaluate(
+        self,
+        value: Any,
+        item: dict[str, Any] | None = None,
+        deadline: float = math.inf,
+    ) -> Any:
+        """``value`` with every template in it (at any depth) evaluated; no
+        expression runs past ``deadline`` (a node's) or the run's."""
         if isinstance(value, str):
             template = compile_template(value)
-            return value if template is None else self.render(template, item)
+            if template is None:
+                return value
+            return self.render(template, item, deadline)
         if isinstance(value, dict):
-            return {key: self.evaluate(inner, item) for key, inner in value.items()}
+            return {
+                key: self.evaluate(inner, item, deadline)
+                for key, inner in value.items()
+            }
         if isinstance(value, list):
-            return [self.evaluate(inner, item) for inner in value]
+            return [self.evaluate(inner, item, deadline) for inner in value]
         return value
 
-    def render(self, template: Template, item: dict[str, Any] | None) -> Any:
+    def render(
+        self,
+        template: Template,
+        item: dict[str, Any] | None,
+        deadline: float = math.inf,
+    ) -> Any:
         """The value of a compiled template with ``$json`` bound to ``item``."""
         if template.single:
             source, tree = next(p for p in template.parts if isinstance(p, tuple))
-            return self.run(source, tree, item)
+            return self.run(source, tree, item, deadline)
 
         pieces = [
-            part if isinstance(part, str) else as_text(self.run(*part, item))
+            part if isinstance(part, str) else as_text(self.run(*part, item, deadline))
             for part in template.parts
         ]
         text = "".join(pieces)
@@ -277,16 +299,34 @@ class ExpressionContext:
             raise too_large("a string")
         return text
 
-    def run(self, source: str, tree: ast.expr, item: dict[str, Any] | None) -> Any:
-        """Evaluate one compiled expression; every failure is ExpressionFailed."""
+    def run(
+        self,
+        source: str,
+        tree: ast.expr,
+        item: dict[str, Any] | None,
+        deadline: float = math.inf,
+    ) -> Any:
+        """Evaluate one compiled expression; every failure is ExpressionFailed.
+
+        It stops after the expression time limit, or sooner at ``deadline``
+        or the run's: expressions that each keep inside the limit cannot
+        together run past their node's time.
+        """
         evaluator = self._evaluator()
         evaluator.names[PREFIX + "json"] = {} if item is None else item
-        evaluator.deadline = time.monotonic() + self.time_limit
+        outer = min(deadline, self.deadline)
+        evaluator.deadline = min(time.monotonic() + self.time_limit, outer)
         try:
             value = evaluator.eval(source, previously_parsed=tree)
         except ExpressionFailed:
             raise
         except _TimeUp:
+            if time.monotonic() >= outer:
+                raise ExpressionFailed(
+                    f"Expression {shorten(source)} was stopped at its node's "
+                    "or the run's time limit.",
+                    code=DEADLINE_PASSED,
+                )
             raise ExpressionFailed(
                 f"Expression {shorten(source)} ran longer than {self.time_limit:g} s.",
                 code="EXPRESSION_TIMEOUT",

@@ -19,9 +19,9 @@ from typing import Any
 
 import worker.nodes
 from loader.registry import NodeRegistry
-from packagerepo.errors import NodeFailed, PackageRepoError
+from packagerepo.errors import ExpressionFailed, NodeFailed, PackageRepoError
 from worker.body_threads import body_threads
-from worker.expressions import ExpressionContext
+from worker.expressions import DEADLINE_PASSED, ExpressionContext
 from worker.nodes.base import (
     IMPLEMENTATIONS,
     INLINE_TYPES,
@@ -186,7 +186,14 @@ class NodeSteps:
         def evaluate(value: Any, item: Item | None = None) -> Any:
             if time.monotonic() >= deadline:
                 raise NodeFailed(f"Node {name!r} ran past its time limit.", code=code)
-            return context.evaluate(value, item)
+            try:
+                return context.evaluate(value, item, deadline)
+            except ExpressionFailed as failed:
+                if failed.code != DEADLINE_PASSED:
+                    raise
+                raise NodeFailed(
+                    f"Node {name!r} ran past its time limit.", code=code
+                ) from failed
 
         return evaluate
 

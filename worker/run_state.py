@@ -16,8 +16,8 @@ from typing import Any
 
 from loader.limits import execution_timeout
 from loader.registry import NodeRegistry
-from packagerepo.errors import InvalidWorkflow
-from worker.expressions import ExpressionContext
+from packagerepo.errors import ExpressionFailed, InvalidWorkflow, WorkflowFailed
+from worker.expressions import DEADLINE_PASSED, ExpressionContext
 from worker.graph import Edge, WorkflowGraph
 from worker.node_step import NodeSteps, load_implementations, node_category
 from worker.nodes.base import Cancelled, Execution, Item, Respond
@@ -122,11 +122,21 @@ class Run:
                 now=now,
                 time_limit=self.limits.expression_time_limit,
                 output_budget=self.limits.max_expression_chars_per_run,
+                deadline=self.deadline,
             )
 
-        variables = resolve_variables(
-            document.get("variables"), execution.variables or {}, context_for
-        )
+        try:
+            variables = resolve_variables(
+                document.get("variables"), execution.variables or {}, context_for
+            )
+        except ExpressionFailed as failed:
+            if failed.code != DEADLINE_PASSED:
+                raise
+            raise WorkflowFailed(
+                "The workflow's variables took past its execution timeout.",
+                code="EXECUTION_TIMEOUT",
+                status=500,
+            ) from failed
         return replace(execution, variables=variables), context_for(variables)
 
     def _is_trigger(self, node: dict[str, Any]) -> bool:

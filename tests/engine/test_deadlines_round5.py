@@ -1,0 +1,92 @@
+"""Findings of a fifth adversarial pass over the engine's time limits: many
+expressions in one parameter ran back to back past the node's deadline,
+and one built-in could run far past the expression limit. Each test
+failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.documents import node, workflow
+
+SLOW = "{{ len(join([[]] * 60000)) }}"
+"""An expression well inside the expression time limit, but not instant."""
+
+
+@pytest.fixture
+def completed(monkeypatch):
+    """How many expressions ran to their end."""
+    from worker.expressions import ExpressionContext
+
+    done: list[str] = []
+    real = ExpressionContext.run
+
+    def counting(self, source, tree, item, *args, **kwargs):
+        value = real(self, source, tree, item, *args, **kwargs)
+        done.append(source)
+        return value
+
+    monkeypatch.setattr(ExpressionContext, "run", counting)
+    return done
+
+
+def _one_parameter_of(count: int, node_type: str = "data.set", **settings):
+    if node_type == "data.set":
+        parameters = {"values": {"all": SLOW * count}}
+    else:
+        parameters = {"body": [SLOW] * count}
+    return workflow(
+        [
+            node("Start", "trigger.start"),
+            node("Slow", node_type, parameters=parameters),
+        ],
+        [("Start", "Slow")],
+        settings=settings,
+    )
+
+
+@pytest.mark.parametrize("node_type", ["data.set", "respond.json"])
+def test_the_expressions_of_one_parameter_stop_at_the_runs_deadline(
+    run, completed, node_type
+):
+    """HIGH. 30 expressions in one string (or a list body of 100) all ran,
+    each inside the 0.5 s expression limit: 9 s and 67 s against an
+    executionTimeout of 5 s."""
+    document = _one_parameter_of(60, node_type, executionTimeout=0.3)
+
+    outcome = run(document)
+
+    assert outcome.status == "failed"
+    assert outcome.error["code"] == "EXECUTION_TIMEOUT"
+    assert len(completed) < 60
+
+
+def test_joining_a_list_of_a_million_elements_is_refused_not_run():
+    """HIGH. join([[]] * 1600000) took 4.7 s in one call, past the 0.5 s
+    expression limit, which is checked only between steps of the tree."""
+    from worker.expression_values import MAX_JOIN_ITEMS, _join
+    from worker.expressions import ExpressionFailed
+
+    with pytest.raises(ExpressionFailed) as refused:
+        _join([[]] * (MAX_JOIN_ITEMS + 1))
+
+    assert refused.value.code == "EXPRESSION_TOO_LARGE"
+    assert _join(["a", "b"], "-") == "a-b"
+
+
+def test_slow_variable_defaults_stop_at_the_runs_deadline(run, completed):
+    """HIGH. 30 slow variable defaults ran 8.4 s against a 5 s timeout.
+    Variables are resolved before any node runs, so the run is refused as
+    a whole (the runner records the error)."""
+    from packagerepo.errors import WorkflowFailed
+
+    document = _one_parameter_of(1, executionTimeout=0.3)
+    document["variables"] = [
+        {"name": f"v{i}", "type": "number", "default": SLOW} for i in range(60)
+    ]
+
+    with pytest.raises(WorkflowFailed) as refused:
+        run(document)
+
+    assert refused.value.code == "EXECUTION_TIMEOUT"
+    assert len(completed) < 60
