@@ -67,7 +67,11 @@ class Run:
         self.error_items: dict[str, list[Item]] = {}
         self.items_by_node: dict[str, list[Item]] = {}
         self.held_fields = 0
-        """Top-level fields of the items in ``outputs`` and ``error_items``."""
+        """Fields of the items in ``outputs`` and ``error_items``, at every
+        depth, each object or list counted once however many items share it."""
+        self._counted: set[int] = set()
+        """``id`` of every object and list counted in ``held_fields``; all
+        of them are held until the run ends, so no id is reused meanwhile."""
         self.records = {name: blank_record(graph.nodes[name]) for name in graph.order}
         self.done = 0
 
@@ -250,15 +254,15 @@ class Run:
     # -- after a node
 
     def _hold(self, lists: list[list[Item]]) -> dict[str, Any] | None:
-        """Count the output's fields against the run's cap; the error when
-        keeping it would pass the cap (then nothing is kept)."""
-        fields = sum(len(item) for items in lists for item in items)
+        """Count the output's new fields against the run's cap; the error
+        when keeping it would pass the cap (then nothing is kept)."""
         limit = self.limits.max_item_fields_per_run
-        if self.held_fields + fields > limit:
+        fields = _new_fields(lists, self._counted, limit - self.held_fields)
+        if fields is None:
             return {
                 "code": "ITEM_LIMIT_EXCEEDED",
-                "message": f"The run's nodes would hold {self.held_fields + fields} "
-                f"item fields together; the limit is {limit}.",
+                "message": f"The run's nodes would hold more than {limit} item "
+                "fields together (nested ones included).",
                 "status": 500,
             }
         self.held_fields += fields
@@ -404,3 +408,23 @@ def _utc_now() -> str:
 
 def _elapsed_ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 3)
+
+
+def _new_fields(lists: list[list[Item]], counted: set[int], room: int) -> int | None:
+    """Fields (object keys and list elements, at any depth) of the objects
+    and lists in ``lists`` not yet in ``counted``, which they join; None as
+    soon as they pass ``room``. Iterative, and it stops early, so a huge
+    output costs no more than the cap to count."""
+    total = 0
+    pending: list[Any] = [item for items in lists for item in items]
+    while pending:
+        value = pending.pop()
+        if id(value) in counted:
+            continue
+        counted.add(id(value))
+        total += len(value)
+        if total > room:
+            return None
+        inner = value.values() if isinstance(value, dict) else value
+        pending.extend(v for v in inner if isinstance(v, dict | list))
+    return total

@@ -232,3 +232,35 @@ def test_a_run_under_the_field_cap_is_not_refused(run):
     outcome = run(_growing_chain(10), limits={"max_item_fields_per_run": 20_000})
 
     assert outcome.status == "succeeded"
+
+
+def _shared_then_copied(copy: bool) -> dict:
+    """100 items sharing one nested object (Share), passed on as they are,
+    then (``copy``) each given its own copy of it by a dotted field."""
+    nodes = [
+        _start(),
+        node("Many", "test.many", parameters={"count": 100}),
+        node("Share", "data.set", parameters={"values": {"a": "{{ $input.a }}"}}),
+        node("Pass", "logic.noop"),
+    ]
+    if copy:
+        nodes.append(node("Copy", "data.set", parameters={"values": {"a.x": 1}}))
+    names = [n["name"] for n in nodes]
+    return workflow(nodes, list(itertools.pairwise(names)))
+
+
+def test_nested_copies_count_against_the_field_cap(run):
+    """Found by a fifth adversarial pass: the cap counted top-level fields
+    only, and data.set with a dotted field copies the nested object once
+    per item: a 100,000-key object over 128 items took a worker to 3.8 GB
+    in 8 nodes. Objects shared between items (not copied) count once."""
+    job_input = {"a": {f"k{i}": i for i in range(1000)}}
+    limits = {"max_item_fields_per_run": 50_000}
+
+    copied = run(_shared_then_copied(True), input=job_input, limits=limits)
+    shared = run(_shared_then_copied(False), input=job_input, limits=limits)
+
+    assert copied.status == "failed"
+    assert copied.error["code"] == "ITEM_LIMIT_EXCEEDED"
+    assert copied.error["node"] == "Copy"
+    assert shared.status == "succeeded", shared.error
