@@ -14,6 +14,7 @@ Implementations never import Celery; whatever outside world they need
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,25 @@ Item = dict[str, Any]
 """One JSON object flowing between nodes."""
 
 SLEEP_SLICE_SECONDS = 0.05
+CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+"""An error code a workflow gives is a word like the API's own (OUT_OF_STOCK)."""
+MAX_MESSAGE_CHARS = 2000
+
+
+def workflow_error(call: NodeCall, default_message: str) -> tuple[str, str]:
+    """The ``code`` and ``message`` parameters of a node that ends the run
+    with an error (``respond.error``, ``logic.stop_and_error``), checked."""
+    code = call.param("code") or "WORKFLOW_ERROR"
+    if not isinstance(code, str) or not CODE_PATTERN.fullmatch(code):
+        raise NodeFailed(
+            f"Node {call.name!r} needs a code of capitals, digits and _ "
+            "(at most 64), such as OUT_OF_STOCK.",
+            code="INVALID_PARAMETER",
+        )
+    message = str(call.param("message") or default_message)
+    return code, message[:MAX_MESSAGE_CHARS]
+
+
 """How long ``NodeCall.sleep`` dozes between checks for cancel and deadline."""
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from packagerepo.errors import ExpressionFailed, NodeFailed
 from worker.expression_values import check_size
-from worker.nodes.base import Item, NodeCall, Outputs, implements
+from worker.nodes.base import Item, NodeCall, Outputs, implements, workflow_error
 
 MAX_WAIT_MILLISECONDS = 60_000
 
@@ -114,9 +114,8 @@ def noop(call: NodeCall) -> Outputs:
 
 @implements("logic.stop_and_error")
 def stop_and_error(call: NodeCall) -> Outputs:
-    code = call.param("code") or "WORKFLOW_ERROR"
-    message = call.param("message") or f"Node {call.name!r} stopped the workflow."
-    raise NodeFailed(str(message), code=str(code))
+    code, message = workflow_error(call, f"Node {call.name!r} stopped the workflow.")
+    raise NodeFailed(message, code=code)
 
 
 @implements("logic.wait")

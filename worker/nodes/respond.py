@@ -6,17 +6,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from packagerepo.errors import NodeFailed
-from worker.nodes.base import NodeCall, Respond, implements
+from worker.nodes.base import NodeCall, Respond, implements, workflow_error
 
 BODILESS = frozenset({204, 205})
 """Statuses whose answer has no body, so no JSON: respond.json refuses them."""
-CODE_PATTERN = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-"""An error code is a word like the API's own (``OUT_OF_STOCK``)."""
-MAX_MESSAGE_CHARS = 2000
 
 
 def _status(call: NodeCall, default: int, low: int, high: int) -> int:
@@ -46,15 +42,7 @@ def respond_json(call: NodeCall) -> Respond:
 
 @implements("respond.error")
 def respond_error(call: NodeCall) -> Respond:
-    code = call.param("code") or "WORKFLOW_ERROR"
-    if not isinstance(code, str) or not CODE_PATTERN.fullmatch(code):
-        raise NodeFailed(
-            f"Node {call.name!r} needs a code of capitals, digits and _ "
-            "(at most 64), such as OUT_OF_STOCK.",
-            code="INVALID_PARAMETER",
-        )
-    message = str(call.param("message") or "The workflow answered with an error.")
-    message = message[:MAX_MESSAGE_CHARS]
+    code, message = workflow_error(call, "The workflow answered with an error.")
     status = _status(call, 500, 400, 599)
     return Respond(
         body={"code": code, "message": message},
