@@ -291,6 +291,10 @@ class Run:
             on_error,
         )
 
+        if error["code"] == "EXECUTION_TIMEOUT":
+            # The run's time is up: no node runs after this, whatever onError
+            # says, and the run cannot end any other way.
+            return failed(error, name)
         if on_error == OnError.CONTINUE_REGULAR_OUTPUT:
             self._store(name, [[{"error": error}]])
             record["items_out"] = 1

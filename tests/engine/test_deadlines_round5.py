@@ -130,3 +130,27 @@ def test_stop_and_error_keeps_a_good_code_and_cuts_a_long_message(run):
 
     assert outcome.error["code"] == "OUT_OF_STOCK"
     assert len(outcome.error["message"]) <= 2000
+
+
+@pytest.mark.parametrize("on_error", ["continueRegularOutput", "continueErrorOutput"])
+def test_the_runs_timeout_is_not_an_error_a_node_can_continue_past(run, on_error):
+    """LOW. A last node with onError continueRegularOutput turned the run's
+    EXECUTION_TIMEOUT into a success whose result was the timeout error."""
+    document = workflow(
+        [
+            node("Start", "trigger.start"),
+            node(
+                "Wait",
+                "logic.wait",
+                parameters={"milliseconds": 60_000},
+                onError=on_error,
+            ),
+        ],
+        [("Start", "Wait")],
+        settings={"executionTimeout": 0.2},
+    )
+
+    outcome = run(document)
+
+    assert outcome.status == "failed"
+    assert outcome.error["code"] == "EXECUTION_TIMEOUT"
