@@ -315,3 +315,42 @@ def test_one_anonymous_client_cannot_use_up_every_anonymous_callers_rate(
 
     assert flooder == [202, 202, 429]
     assert other == 202
+
+
+@pytest.mark.integration
+def test_an_error_before_any_node_runs_carries_node_and_status(settings, tenant):
+    """LOW. INVALID_VARIABLE (and every error raised before the first
+    node) was recorded without `node` and `status`, which every failed
+    workflow's error carries."""
+    from packagerepo.services import Services
+    from tests.conftest import chain, node
+    from worker.runner import JobRunner
+
+    document = chain(
+        "cyclic",
+        node("Start", "trigger.start", 0),
+        node("Answer", "respond.json", 200, body="{{ $vars.a }}"),
+    )
+    document["variables"] = [
+        {"name": "a", "type": "number", "default": "{{ $vars.b }}"},
+        {"name": "b", "type": "number", "default": "{{ $vars.a }}"},
+    ]
+    services = Services(settings)
+    services.catalog.save(tenant, "cyclic", document)
+    validated = services.cache.validated_file(services.catalog, tenant, "cyclic")
+    job = services.jobs.create(
+        tenant=tenant,
+        workflow="cyclic",
+        digest=validated.digest,
+        input={},
+        submitted_by="test",
+    )
+
+    JobRunner(services, "test:1", lambda *_: None, lambda _: None).run(
+        job["id"], tenant
+    )
+
+    error = services.jobs.get(tenant, job["id"])["error"]
+    assert error["code"] in {"INVALID_VARIABLE", "WORKFLOW_VALIDATION_ERROR"}
+    assert error["node"] is None
+    assert isinstance(error["status"], int)

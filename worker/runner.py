@@ -263,10 +263,17 @@ class JobRunner:
             outcome = self._run_engine(job, observer)
         except PackageRepoError as error:
             log.warning("Job %s failed: %s", job["id"], error.message)
-            return JobStatus.FAILED, {"error": error.to_dict(), **observer.ended()}
+            # Raised before any node ran (or outside one): no node failed it.
+            failure = {**error.to_dict(), "status": error.status, "node": None}
+            return JobStatus.FAILED, {"error": failure, **observer.ended()}
         except Exception:
             log.exception("Job %s failed with an unexpected error.", job["id"])
-            unexpected = {"code": "WORKFLOW_ERROR", "message": "The workflow failed."}
+            unexpected = {
+                "code": "WORKFLOW_ERROR",
+                "message": "The workflow failed.",
+                "status": 500,
+                "node": None,
+            }
             return JobStatus.FAILED, {"error": unexpected, **observer.ended()}
 
         job_error = outcome.error
