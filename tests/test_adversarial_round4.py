@@ -82,19 +82,25 @@ def _queued_job_whose_cache_entry_is_gone(settings, tenant, replacement):
     from tests.conftest import GREET
 
     services = Services(settings)
-    services.catalog.save(tenant, "greet", GREET)
-    validated = services.cache.validated_file(services.catalog, tenant, "greet")
-    job = services.jobs.create(
-        tenant=tenant,
-        workflow="greet",
-        digest=validated.digest,
-        input={"name": "Ada"},
-        submitted_by="test",
-    )
+    job = _queued(services, tenant, GREET, {"name": "Ada"})
     if replacement is not None:
         services.catalog.save(tenant, "greet", replacement)
-    services.redis.delete(keys.workflow_cache(tenant, validated.digest))
+    services.redis.delete(keys.workflow_cache(tenant, job["digest"]))
     return job
+
+
+def _queued(services, tenant: str, document: dict, job_input: dict) -> dict:
+    """A job of ``document`` (saved under its id) queued as the API would."""
+    name = document["id"]
+    services.catalog.save(tenant, name, document)
+    validated = services.cache.validated_file(services.catalog, tenant, name)
+    return services.jobs.create(
+        tenant=tenant,
+        workflow=name,
+        digest=validated.digest,
+        input=job_input,
+        submitted_by="test",
+    )
 
 
 def _run_in_a_fresh_worker(settings, job):
@@ -336,15 +342,7 @@ def test_an_error_before_any_node_runs_carries_node_and_status(settings, tenant)
         {"name": "b", "type": "number", "default": "{{ $vars.a }}"},
     ]
     services = Services(settings)
-    services.catalog.save(tenant, "cyclic", document)
-    validated = services.cache.validated_file(services.catalog, tenant, "cyclic")
-    job = services.jobs.create(
-        tenant=tenant,
-        workflow="cyclic",
-        digest=validated.digest,
-        input={},
-        submitted_by="test",
-    )
+    job = _queued(services, tenant, document, {})
 
     JobRunner(services, "test:1", lambda *_: None, lambda _: None).run(
         job["id"], tenant

@@ -92,21 +92,16 @@ def test_slow_variable_defaults_stop_at_the_runs_deadline(run, completed):
     assert len(completed) < 60
 
 
+def _stopping(parameters: dict) -> dict:
+    stop = node("Stop", "logic.stop_and_error", parameters=parameters)
+    return workflow([node("Start", "trigger.start"), stop], [("Start", "Stop")])
+
+
 @pytest.mark.parametrize("code", ["not a code <b>\n", 5, "x" * 100, ["A"]])
 def test_stop_and_error_codes_are_checked_like_respond_errors(run, code):
     """LOW. logic.stop_and_error passed any code through (markup, newlines,
     str() of a number) while respond.error's are CAPITAL_WORDS."""
-    document = workflow(
-        [
-            node("Start", "trigger.start"),
-            node(
-                "Stop",
-                "logic.stop_and_error",
-                parameters={"code": "{{ $input.code }}", "message": "m"},
-            ),
-        ],
-        [("Start", "Stop")],
-    )
+    document = _stopping({"code": "{{ $input.code }}", "message": "m"})
 
     outcome = run(document, input={"code": code})
 
@@ -114,17 +109,7 @@ def test_stop_and_error_codes_are_checked_like_respond_errors(run, code):
 
 
 def test_stop_and_error_keeps_a_good_code_and_cuts_a_long_message(run):
-    document = workflow(
-        [
-            node("Start", "trigger.start"),
-            node(
-                "Stop",
-                "logic.stop_and_error",
-                parameters={"code": "OUT_OF_STOCK", "message": "{{ 'm' * 5000 }}"},
-            ),
-        ],
-        [("Start", "Stop")],
-    )
+    document = _stopping({"code": "OUT_OF_STOCK", "message": "{{ 'm' * 5000 }}"})
 
     outcome = run(document)
 
