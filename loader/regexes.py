@@ -32,12 +32,17 @@ class PatternBudget:
     def __init__(self, chars: int = MAX_PATTERN_CHARS_PER_DOCUMENT) -> None:
         self.left = chars
 
+    PER_PATTERN = 8
+    """What each pattern costs beyond its characters: compiling even an
+    empty one is not free."""
+
     def take(self, pattern: str) -> bool:
         """Whether ``pattern`` fits in what is left (and takes it if so)."""
-        if len(pattern) > self.left:
+        cost = len(pattern) + self.PER_PATTERN
+        if cost > self.left:
             self.left = 0
             return False
-        self.left -= len(pattern)
+        self.left -= cost
         return True
 
 

@@ -11,6 +11,7 @@ import ast
 import json
 import math
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -73,7 +74,9 @@ def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> int:
         current = stack.pop()
         kind = type(current)
         if kind is str:
-            size += len(current) + 2
+            # What it holds in memory: a string of 4-byte characters weighs
+            # four times its length (getsizeof is O(1); ASCII pays 49).
+            size += max(len(current), sys.getsizeof(current) - 80) + 2
         elif kind is dict:
             size += 2
             for key, inner in current.items():
@@ -87,13 +90,14 @@ def check_size(value: Any, budget: int = MAX_OUTPUT_CHARS) -> int:
         elif kind is int:
             if current.bit_length() > MAX_INT_BITS:
                 raise too_large("a number")
-            size += 8
+            # Its digits, as text or JSON (log10(2) < 0.302).
+            size += current.bit_length() * 302 // 1000 + 2
         elif kind is float:
             if not math.isfinite(current):
                 raise ExpressionFailed(
                     "The expression produced NaN or Infinity, which JSON cannot hold."
                 )
-            size += 8
+            size += 24  # the longest a float prints
         elif current is None or kind is bool:
             size += 5
         else:

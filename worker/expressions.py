@@ -201,6 +201,15 @@ def _json_type(value: Any) -> str:
     )
 
 
+class Built:
+    """What a run's expressions have built so far, shared by every context
+    of the run (its variable defaults' and its nodes'), so together they
+    stay inside ``output_budget``."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
 class ExpressionContext:
     """Everything expressions in one run can see, and the way to evaluate them.
 
@@ -221,13 +230,14 @@ class ExpressionContext:
         time_limit: float = EXPRESSION_TIME_LIMIT,
         output_budget: int | None = None,
         deadline: float = math.inf,
+        built: Built | None = None,
     ) -> None:
         self.time_limit = time_limit
         self.deadline = deadline
         # What all evaluations of the run may build together: each value is
         # capped, but a node with thousands of parameters is not.
         self.output_budget = output_budget
-        self._built = 0
+        self._built = built if built is not None else Built()
         self._per_thread = threading.local()
         self._names = {
             **_TRUTHY_NAMES,
@@ -357,8 +367,8 @@ class ExpressionContext:
     def _spend(self, size: int, source: str) -> None:
         # Several threads may evaluate at once; an unlocked sum can only
         # undercount by a few values, which the budget's size absorbs.
-        self._built += size
-        if self.output_budget is not None and self._built > self.output_budget:
+        self._built.total += size
+        if self.output_budget is not None and self._built.total > self.output_budget:
             raise ExpressionFailed(
                 f"Expression {shorten(source)} takes the values this run's "
                 f"expressions built past {self.output_budget} characters.",

@@ -17,7 +17,7 @@ from typing import Any
 from loader.limits import execution_timeout
 from loader.registry import NodeRegistry
 from packagerepo.errors import ExpressionFailed, InvalidWorkflow, WorkflowFailed
-from worker.expressions import DEADLINE_PASSED, ExpressionContext
+from worker.expressions import DEADLINE_PASSED, Built, ExpressionContext
 from worker.graph import Edge, WorkflowGraph
 from worker.node_step import NodeSteps, load_implementations, node_category
 from worker.nodes.base import Cancelled, Execution, Item, Respond
@@ -115,6 +115,7 @@ class Run:
     ) -> tuple[Execution, ExpressionContext]:
         """Resolve the variables, then build the run's expression context."""
         now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        built = Built()
 
         def context_for(variables: dict[str, Any]) -> ExpressionContext:
             return ExpressionContext(
@@ -127,6 +128,7 @@ class Run:
                 time_limit=self.limits.expression_time_limit,
                 output_budget=self.limits.max_expression_chars_per_run,
                 deadline=self.deadline,
+                built=built,
             )
 
         try:

@@ -139,3 +139,62 @@ def test_the_runs_timeout_is_not_an_error_a_node_can_continue_past(run, on_error
 
     assert outcome.status == "failed"
     assert outcome.error["code"] == "EXECUTION_TIMEOUT"
+
+
+def test_a_big_integer_weighs_its_digits():
+    """HIGH (a check of the fixes above): ints were weighed as 8 characters
+    whatever their size, so json([<1232 nines>] * 760000) passed every cap,
+    ran 20 s in one call and built 1.8 GB. Floats print as up to 24."""
+    from worker.expression_values import check_size
+
+    assert check_size(10**1232) >= 1233
+    assert check_size([1.2345678901234567e-300]) >= 24
+    assert check_size(["\U0001f600" * 1000]) >= 4000  # four bytes a character
+
+
+def test_repeating_a_big_integer_is_refused_before_it_is_built(run):
+    nines = "9" * 1232
+    document = workflow(
+        [
+            node("Start", "trigger.start"),
+            node(
+                "Answer",
+                "respond.json",
+                parameters={"body": "{{ len(json([" + nines + "] * 100000)) }}"},
+            ),
+        ],
+        [("Start", "Answer")],
+    )
+
+    outcome = run(document)
+
+    assert outcome.error["code"] == "EXPRESSION_TOO_LARGE"
+
+
+def test_variable_defaults_share_the_runs_expression_budget(run):
+    """HIGH. Each variable default was evaluated in a context of its own,
+    each with the whole run's 128 Mi budget: three variables held 1.5 GB."""
+    from packagerepo.errors import ExpressionFailed
+
+    document = _one_parameter_of(1)
+    document["variables"] = [
+        {"name": f"v{i}", "type": "string", "default": "{{ 'x' * 1000000 }}"}
+        for i in range(3)
+    ]
+
+    with pytest.raises(ExpressionFailed) as refused:
+        run(document, limits={"max_expression_chars_per_run": 2_500_000})
+
+    assert refused.value.code == "EXPRESSION_TOO_LARGE"
+
+
+def test_an_empty_pattern_still_costs_from_the_documents_budget():
+    """LOW-MEDIUM. Empty patterns cost nothing from the 4,000-character
+    budget and 340,000 of them took 3.5 s to compile one by one."""
+    from loader.regexes import PatternBudget
+
+    budget = PatternBudget(4000)
+
+    taken = sum(budget.take("") for _ in range(10_000))
+
+    assert taken <= 4000 // 8
