@@ -15,10 +15,12 @@ on ``WEBHOOK_ALLOWLIST``; loopback is allowed only with
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -138,11 +140,41 @@ def _embedded_ipv4(
     return None
 
 
+RESOLVE_SECONDS = 3.0
+"""How long a callback host may take to resolve before it is refused."""
+RESOLVER_THREADS = 4
+_resolver: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def _resolver_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's few lookup threads (made after a fork, not before:
+    a forked pool's threads do not exist in the child)."""
+    global _resolver
+    if _resolver is None or _resolver[0] != os.getpid():
+        pool = concurrent.futures.ThreadPoolExecutor(
+            RESOLVER_THREADS, thread_name_prefix="resolve"
+        )
+        _resolver = (os.getpid(), pool)
+    return _resolver[1]
+
+
 def _addresses(
     host: str, port: int
 ) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The host's addresses, looked up on a lookup thread: a name whose DNS
+    server never answers costs a lookup thread, never the caller's (an API
+    request's) for the resolver's whole timeout."""
+    lookup = _resolver_pool().submit(
+        socket.getaddrinfo, host, port, proto=socket.IPPROTO_TCP
+    )
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        infos = lookup.result(timeout=RESOLVE_SECONDS)
+    except concurrent.futures.TimeoutError:
+        lookup.cancel()
+        raise InvalidRequest(
+            f"X-Callback-Url names a host that did not resolve within "
+            f"{RESOLVE_SECONDS:g} s."
+        )
     except (socket.gaierror, UnicodeError):
         raise InvalidRequest("X-Callback-Url names a host that does not resolve.")
     if not infos:

@@ -352,3 +352,44 @@ def test_an_error_before_any_node_runs_carries_node_and_status(settings, tenant)
     assert error["code"] in {"INVALID_VARIABLE", "WORKFLOW_VALIDATION_ERROR"}
     assert error["node"] is None
     assert isinstance(error["status"], int)
+
+
+def test_a_callback_host_that_resolves_slowly_does_not_hold_the_request(monkeypatch):
+    """Left from an adversarial pass: the callback host was resolved in the
+    request's own thread with no time limit, so a name whose DNS server
+    never answers held an API thread for the resolver's whole timeout."""
+    import socket
+    import threading
+
+    from packagerepo import webhooks
+
+    answer = threading.Event()
+
+    def never_answers(*_args, **_kwargs):
+        answer.wait(60)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", never_answers)
+    monkeypatch.setattr(webhooks, "RESOLVE_SECONDS", 0.2)
+    outcome: list[BaseException] = []
+
+    def check():
+        try:
+            webhooks.check_destination("https://slow.example/hook", _strict())
+        except BaseException as raised:
+            outcome.append(raised)
+
+    caller = threading.Thread(target=check, daemon=True)
+    caller.start()
+    caller.join(timeout=30)  # a hang guard: it gives up after 0.2 s
+    answer.set()
+
+    assert not caller.is_alive()
+    assert isinstance(outcome[0], InvalidRequest)
+    assert "resolve" in outcome[0].message
+
+
+def _strict():
+    from packagerepo.config import Settings
+
+    return Settings(jwt_secret="x" * 32, webhook_allow_loopback=False)
