@@ -29,12 +29,12 @@ so a document of thousands of patterns is refused, not compiled."""
 class PatternBudget:
     """The pattern characters a document has left to compile."""
 
-    def __init__(self, chars: int = MAX_PATTERN_CHARS_PER_DOCUMENT) -> None:
-        self.left = chars
-
     PER_PATTERN = 8
     """What each pattern costs beyond its characters: compiling even an
     empty one is not free."""
+
+    def __init__(self, chars: int = MAX_PATTERN_CHARS_PER_DOCUMENT) -> None:
+        self.left = chars
 
     def take(self, pattern: str) -> bool:
         """Whether ``pattern`` fits in what is left (and takes it if so)."""

@@ -47,8 +47,9 @@ class EngineLimits:
     max_items_per_output: int = 10_000
     """Items a node may emit on one output, and take in over all its inputs."""
     max_item_fields_per_run: int = 2_000_000
-    """Top-level fields of all the items a run's nodes hold at once (a node's
-    output is kept for the rest of the run): about 60 MB of dictionaries.
+    """Fields (at any depth; an object shared by many items counts once) of
+    all the items a run's nodes hold at once (a node's output is kept for the
+    rest of the run): about 60 MB of dictionaries.
     Each output is capped on its own, but a chain of nodes copying wide
     items was not."""
     max_result_bytes: int = 10 * 1024 * 1024

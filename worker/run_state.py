@@ -138,10 +138,9 @@ class Run:
         except ExpressionFailed as failed:
             if failed.code != DEADLINE_PASSED:
                 raise
+            timeout = timeout_error()
             raise WorkflowFailed(
-                "The workflow's variables took past its execution timeout.",
-                code="EXECUTION_TIMEOUT",
-                status=500,
+                timeout["message"], code=timeout["code"], status=timeout["status"]
             ) from failed
         return replace(execution, variables=variables), context_for(variables)
 
