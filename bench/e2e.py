@@ -244,10 +244,12 @@ def floor_drain(stack: BenchStack, plan: Plan) -> dict[str, Any]:
     stack.pause(stack.floor_workers)
     for _ in range(plan.floor_drain_tasks):
         app.send_task(NOOP_IGNORED_TASK, queue=FLOOR_QUEUE)
-    return _drain(stack, stack.floor_workers, FLOOR_QUEUE, plan.floor_drain_tasks)
+    return drain(stack, stack.floor_workers, FLOOR_QUEUE, plan.floor_drain_tasks)
 
 
-def _drain(stack: BenchStack, workers: list, queue: str, count: int) -> dict:
+def drain(stack: BenchStack, workers: list, queue: str, count: int) -> dict:
+    """Resume the paused ``workers`` and time how fast they empty ``queue``
+    of its ``count`` messages."""
     began = time.perf_counter()
     stack.resume(workers)
     ended = wait_drained(stack.redis, queue)
@@ -328,7 +330,7 @@ def submission(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
     return {
         "max_rate": burst.summary(),
         "fixed_rate": {"target_per_second": plan.paced_submit_rate, **steady.summary()},
-        "worker_drain": _drain(stack, stack.workers, QUEUE, queued),
+        "worker_drain": drain(stack, stack.workers, QUEUE, queued),
     }
 
 
@@ -342,7 +344,7 @@ def scaling(stack: BenchStack, token: str, plan: Plan) -> dict[str, Any]:
         stack.pause(stack.workers)
         for _ in range(jobs):
             client.submit(WAIT_WORKFLOW)
-        results[str(workers)] = _drain(stack, stack.workers, QUEUE, jobs)
+        results[str(workers)] = drain(stack, stack.workers, QUEUE, jobs)
 
     single = results[str(plan.scaling_workers[0])]["per_second"]
     for workers, row in results.items():

@@ -184,9 +184,9 @@ def _git_commit() -> str | None:
     return found.stdout.strip()
 
 
-def command_line(argv: list[str] | None) -> str:
+def command_line(argv: list[str] | None, module: str = "bench.run") -> str:
     arguments = sys.argv[1:] if argv is None else argv
-    return shlex.join(["python", "-m", "bench.run", *arguments])
+    return shlex.join(["python", "-m", module, *arguments])
 
 
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -23,6 +23,28 @@ def test_bench_run_help_describes_the_quick_option() -> None:
     assert "--quick" in finished.stdout
 
 
+def test_bench_drain_help_describes_its_jobs_option() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.drain", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    assert "--jobs" in finished.stdout
+
+
+def test_each_benchmark_records_its_own_command() -> None:
+    from bench.run import command_line
+
+    assert command_line(["--jobs", "10"], module="bench.drain") == (
+        "python -m bench.drain --jobs 10"
+    )
+    assert command_line(["--quick"]) == "python -m bench.run --quick"
+
+
 def test_cpu_per_execution_splits_the_cpu_spent_by_part() -> None:
     from bench.e2e import cpu_per_execution
 
