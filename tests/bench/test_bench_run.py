@@ -7,12 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def test_bench_run_help_describes_the_quick_option() -> None:
+@pytest.mark.parametrize(
+    ("module", "option"), [("bench.run", "--quick"), ("bench.drain", "--jobs")]
+)
+def test_each_benchmark_describes_its_options(module: str, option: str) -> None:
     finished = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--help"],
+        [sys.executable, "-m", module, "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -20,20 +25,7 @@ def test_bench_run_help_describes_the_quick_option() -> None:
     )
 
     assert finished.returncode == 0, finished.stderr
-    assert "--quick" in finished.stdout
-
-
-def test_bench_drain_help_describes_its_jobs_option() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.drain", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-    assert finished.returncode == 0, finished.stderr
-    assert "--jobs" in finished.stdout
+    assert option in finished.stdout
 
 
 def test_each_benchmark_records_its_own_command() -> None:
